@@ -1,0 +1,194 @@
+"""What a storage backend provides to the guard, in a sync and an async flavour."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Protocol, runtime_checkable
+
+from quotaguard.core.catalogue import PlanCatalogue
+from quotaguard.core.customer import CustomerMeta
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
+
+LeaseRequest = tuple[str, int]
+"""A lease to record with a decision: (lease id, time-to-live in microseconds)."""
+
+MetaChange = Callable[[CustomerMeta], CustomerMeta]
+"""A pure function from a customer's stored settings to the new ones."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A synchronous backend. Every method is atomic per customer.
+
+    ``now`` is the time in microseconds, or None to use the backend's own clock.
+    Failures to reach storage raise `BackendUnavailable`.
+    """
+
+    name: str
+    """A short, bounded label for metrics ("memory", "redis", ...)."""
+
+    def decide(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: float,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+        lease: LeaseRequest | None,
+        shadow: bool,
+    ) -> Decision:
+        """Resolve the customer's plan and decide ``cost`` against all its limits at once.
+
+        With ``lease``, an admitted cost is held by that lease until settled.
+        """
+        ...
+
+    def settle(
+        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+    ) -> Settlement:
+        """Charge ``actual`` instead of the lease's estimate and free its slots; idempotent."""
+        ...
+
+    def peek(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+    ) -> tuple[str, tuple[LimitStatus, ...]]:
+        """The plan name and the status of its limits, consuming nothing.
+
+        A revocation is ignored here: this is a view of usage, not a decision.
+        """
+        ...
+
+    def load_meta(self, customer: str) -> CustomerMeta:
+        """The customer's stored settings."""
+        ...
+
+    def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
+        """Atomically replace the customer's settings with ``change(settings)``."""
+        ...
+
+    def reset(self, customer: str, limits: Collection[str] | None) -> None:
+        """Forget the usage of the named limits (all when None)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and resources."""
+        ...
+
+
+@runtime_checkable
+class AsyncBackend(Protocol):
+    """The asynchronous twin of `Backend`: the same methods, awaited."""
+
+    name: str
+    """A short, bounded label for metrics."""
+
+    async def decide(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: float,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+        lease: LeaseRequest | None,
+        shadow: bool,
+    ) -> Decision:
+        """See `Backend.decide`."""
+        ...
+
+    async def settle(
+        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+    ) -> Settlement:
+        """See `Backend.settle`."""
+        ...
+
+    async def peek(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+    ) -> tuple[str, tuple[LimitStatus, ...]]:
+        """See `Backend.peek`."""
+        ...
+
+    async def load_meta(self, customer: str) -> CustomerMeta:
+        """See `Backend.load_meta`."""
+        ...
+
+    async def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
+        """See `Backend.update_meta`."""
+        ...
+
+    async def reset(self, customer: str, limits: Collection[str] | None) -> None:
+        """See `Backend.reset`."""
+        ...
+
+    async def close(self) -> None:
+        """See `Backend.close`."""
+        ...
+
+
+class InProcessAsync:
+    """Serves a non-blocking in-process `Backend` (memory) to `AsyncGuard`.
+
+    The wrapped calls never wait on I/O, so they run inline on the event loop.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+
+    async def decide(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: float,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+        lease: LeaseRequest | None,
+        shadow: bool,
+    ) -> Decision:
+        """See `Backend.decide`."""
+        return self.backend.decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+
+    async def settle(
+        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+    ) -> Settlement:
+        """See `Backend.settle`."""
+        return self.backend.settle(catalogue, lease_id, actual, now)
+
+    async def peek(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+    ) -> tuple[str, tuple[LimitStatus, ...]]:
+        """See `Backend.peek`."""
+        return self.backend.peek(catalogue, customer, scope, plan, now)
+
+    async def load_meta(self, customer: str) -> CustomerMeta:
+        """See `Backend.load_meta`."""
+        return self.backend.load_meta(customer)
+
+    async def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
+        """See `Backend.update_meta`."""
+        return self.backend.update_meta(customer, change)
+
+    async def reset(self, customer: str, limits: Collection[str] | None) -> None:
+        """See `Backend.reset`."""
+        self.backend.reset(customer, limits)
+
+    async def close(self) -> None:
+        """See `Backend.close`."""
+        self.backend.close()

@@ -1,0 +1,295 @@
+"""The in-memory backend: the core engine applied under per-customer striped locks.
+
+It is the embedded default and the reference the Redis backend is tested against, so it
+does nothing but call the pure core.
+
+Memory stays bounded without a background thread: every state knows the instant after
+which it can no longer affect a decision, and each call re-checks a few stored entries
+from a snapshot of the keys (renewed once it is used up), deleting the expired ones. A
+live customer's state is never evicted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+import attrs
+
+from quotaguard.clock import Clock, SystemClock
+from quotaguard.core import engine
+from quotaguard.core.catalogue import PlanCatalogue
+from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.errors import ConfigurationError, LeaseError
+from quotaguard.core.policy import Plan
+
+from .base import LeaseRequest, MetaChange
+
+# A customer's record: [expires_us, limit names, other limits' states or None, *states].
+# The states line up with the names; states of limits outside the current plan (after a
+# plan change, or a revoked customer's scope plan) wait in the dict at index 2.
+_EXPIRES, _NAMES, _EXTRAS, _STATES = 0, 1, 2, 3
+Record = list[Any]
+
+
+@attrs.frozen
+class _LeaseRecord:
+    customer: str
+    plan: Plan
+    estimate: float
+    reserved_at: int
+    expires_at: int
+    retain_until: int
+    settled: float | None = None
+
+
+class _Sweeper:
+    """Deletes expired entries of a dict a few at a time, from a snapshot of its keys."""
+
+    def __init__(self, entries: dict[str, Any], expired: Callable[[Any, int], bool]) -> None:
+        self._entries = entries
+        self._expired = expired
+        self._keys: list[str] = []
+        self._position = 0
+        self._lock = threading.Lock()
+
+    def sweep(self, now: int, batch: int, lock_for: Callable[[str], threading.Lock]) -> None:
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._position >= len(self._keys):
+                self._keys = list(self._entries)
+                self._position = 0
+            end = self._position + batch
+            for key in self._keys[self._position : end]:
+                with lock_for(key):
+                    entry = self._entries.get(key)
+                    if entry is not None and self._expired(entry, now):
+                        del self._entries[key]
+            self._position = end
+        finally:
+            self._lock.release()
+
+
+def _record_expired(record: Record, now: int) -> bool:
+    return bool(record[_EXPIRES] <= now)
+
+
+def _lease_expired(lease: _LeaseRecord, now: int) -> bool:
+    return lease.retain_until <= now
+
+
+class MemoryBackend:
+    """Keeps every customer's state in this process. Thread-safe, bounded, lock-striped.
+
+    Use it for one process (or for tests); several processes each get their own limits,
+    so use Redis to share them.
+    """
+
+    name = "memory"
+
+    def __init__(
+        self, clock: Clock | None = None, *, stripes: int = 64, sweep_batch: int = 16
+    ) -> None:
+        if stripes <= 0 or stripes & (stripes - 1):
+            raise ConfigurationError(f"stripes must be a power of two, got {stripes!r}")
+        if sweep_batch <= 0:
+            raise ConfigurationError(f"sweep_batch must be positive, got {sweep_batch!r}")
+        self._clock = clock if clock is not None else SystemClock()
+        self._records: dict[str, Record] = {}
+        self._meta: dict[str, CustomerMeta] = {}
+        self._leases: dict[str, _LeaseRecord] = {}
+        self._locks = tuple(threading.Lock() for _ in range(stripes))
+        self._mask = stripes - 1
+        self._nones: dict[int, tuple[None, ...]] = {}
+        self._calls = 0
+        self._sweep_batch = sweep_batch
+        self._record_sweeper = _Sweeper(self._records, _record_expired)
+        self._lease_sweeper = _Sweeper(self._leases, _lease_expired)
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(clock={self._clock!r}, customers={len(self._records)})"
+
+    def _lock(self, customer: str) -> threading.Lock:
+        return self._locks[hash(customer) & self._mask]
+
+    def __len__(self) -> int:
+        """How many customers have stored usage."""
+        return len(self._records)
+
+    # -- decisions -------------------------------------------------------------------
+
+    def decide(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: float,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+        lease: LeaseRequest | None,
+        shadow: bool,
+    ) -> Decision:
+        """See `quotaguard.backends.base.Backend.decide`."""
+        if now is None:
+            now = self._clock.now_us()
+        meta = self._meta.get(customer)
+        target = resolve(catalogue, meta, plan, scope)
+        if target.__class__ is Revocation:
+            return engine.revoked(customer, scope, cost, target.reason)
+        assert isinstance(target, Plan)
+        slot = None if lease is None else (lease[0], now + lease[1])
+        with self._locks[hash(customer) & self._mask]:
+            record = self._records.get(customer)
+            states = self._states(record, target)
+            allowed, new_states, statuses, expiry = engine.evaluate(
+                target.limits, states, now, cost, slot
+            )
+            if allowed:
+                self._store(customer, record, target, new_states, expiry)
+                if slot is not None:
+                    self._leases[slot[0]] = _LeaseRecord(
+                        customer,
+                        target,
+                        cost,
+                        now,
+                        slot[1],
+                        slot[1] + lease[1],  # type: ignore[index]
+                    )
+        self._calls += 1
+        if not self._calls & 7:
+            self._sweep(now)
+        if meta is not None and meta.shadow is not None:
+            shadow = meta.shadow
+        else:
+            shadow = shadow or target.shadow
+        return engine.decision(customer, target, scope, cost, allowed, statuses, shadow)
+
+    def settle(
+        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+    ) -> Settlement:
+        """See `quotaguard.backends.base.Backend.settle`."""
+        if now is None:
+            now = self._clock.now_us()
+        lease = self._leases.get(lease_id)
+        if lease is None or lease.retain_until <= now:
+            raise LeaseError(f"unknown or expired lease {lease_id!r}")
+        with self._lock(lease.customer):
+            lease = self._leases[lease_id]
+            if lease.settled is not None:
+                return Settlement(lease_id, lease.estimate, lease.settled, True)
+            record = self._records.get(lease.customer)
+            states = self._states(record, lease.plan)
+            new_states, expiry = engine.settle(
+                lease.plan.limits, states, now, lease.reserved_at, lease_id, actual - lease.estimate
+            )
+            self._store(
+                lease.customer, self._records.get(lease.customer), lease.plan, new_states, expiry
+            )
+            self._leases[lease_id] = attrs.evolve(lease, settled=actual)
+        return Settlement(lease_id, lease.estimate, actual, False)
+
+    def peek(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+    ) -> tuple[str, tuple[LimitStatus, ...]]:
+        """See `quotaguard.backends.base.Backend.peek`."""
+        if now is None:
+            now = self._clock.now_us()
+        meta = self._meta.get(customer)
+        refused = meta is not None and meta.revocation is not None
+        if refused and meta.revocation.plan_for(scope) is None:  # type: ignore[union-attr]
+            meta = attrs.evolve(meta, revocation=None)  # type: ignore[misc]
+        target = resolve(catalogue, meta, plan, scope)
+        assert isinstance(target, Plan)
+        with self._lock(customer):
+            states = self._states(self._records.get(customer), target)
+            return target.name, engine.peek(target.limits, states, now)
+
+    # -- records ---------------------------------------------------------------------
+
+    def _states(self, record: Record | None, plan: Plan) -> list[Any] | tuple[None, ...]:
+        """The stored states lined up with ``plan``'s limits (realigning the record)."""
+        if record is None:
+            nones = self._nones.get(len(plan.names))
+            if nones is None:
+                nones = self._nones[len(plan.names)] = (None,) * len(plan.names)
+            return nones
+        names = record[_NAMES]
+        if names is not plan.names and names != plan.names:
+            by_name = dict(zip(names, record[_STATES:], strict=True))
+            if record[_EXTRAS]:
+                by_name.update(record[_EXTRAS])
+            record[_STATES:] = [by_name.pop(name, None) for name in plan.names]
+            record[_NAMES] = plan.names
+            record[_EXTRAS] = {k: v for k, v in by_name.items() if v is not None} or None
+        return record[_STATES:]
+
+    def _store(
+        self,
+        customer: str,
+        record: Record | None,
+        plan: Plan,
+        states: list[Any],
+        expiry: float,
+    ) -> None:
+        if record is None:
+            if any(state is not None for state in states):
+                self._records[customer] = [expiry, plan.names, None, *states]
+            return
+        if record[_EXTRAS] is not None and record[_EXPIRES] > expiry:
+            expiry = record[_EXPIRES]
+        record[_EXPIRES] = expiry
+        record[_STATES:] = states
+
+    def _sweep(self, now: int) -> None:
+        self._record_sweeper.sweep(now, self._sweep_batch, self._lock)
+        if self._leases:
+            self._lease_sweeper.sweep(now, self._sweep_batch, self._lease_lock)
+
+    def _lease_lock(self, lease_id: str) -> threading.Lock:
+        lease = self._leases.get(lease_id)
+        return self._lock(lease.customer if lease is not None else lease_id)
+
+    # -- customer settings -----------------------------------------------------------
+
+    def load_meta(self, customer: str) -> CustomerMeta:
+        """See `quotaguard.backends.base.Backend.load_meta`."""
+        return self._meta.get(customer, NO_META)
+
+    def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
+        """See `quotaguard.backends.base.Backend.update_meta`."""
+        with self._lock(customer):
+            meta = change(self._meta.get(customer, NO_META))
+            if meta == NO_META:
+                self._meta.pop(customer, None)
+            else:
+                self._meta[customer] = meta
+            return meta
+
+    def reset(self, customer: str, limits: Collection[str] | None) -> None:
+        """See `quotaguard.backends.base.Backend.reset`."""
+        with self._lock(customer):
+            record = self._records.get(customer)
+            if record is None:
+                return
+            if limits is None:
+                del self._records[customer]
+                return
+            names = record[_NAMES]
+            for index, name in enumerate(names):
+                if name in limits:
+                    record[_STATES + index] = None
+            if record[_EXTRAS]:
+                record[_EXTRAS] = {
+                    k: v for k, v in record[_EXTRAS].items() if k not in limits
+                } or None
+
+    def close(self) -> None:
+        """Nothing to release."""

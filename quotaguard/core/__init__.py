@@ -1,0 +1,1 @@
+"""The pure, I/O-free core: policy model, algorithms, decisions and errors."""

@@ -1,0 +1,160 @@
+"""Value objects that describe the result of a decision.
+
+`Decision` and `LimitStatus` are immutable named tuples: they are created on every call,
+so they are kept as cheap to build as a tuple.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import NamedTuple
+
+import attrs
+
+from quotaguard.core.policy import Limit
+
+
+class Outcome(enum.StrEnum):
+    """How a decision ended; also the ``decision`` label of the metrics."""
+
+    ALLOWED = "allowed"
+    """Every limit admitted the cost; it has been consumed."""
+    DENIED = "denied"
+    """At least one limit refused; nothing was consumed."""
+    REVOKED = "revoked"
+    """The customer is revoked for this scope."""
+    SHADOW_DENIED = "shadow_denied"
+    """A limit refused, but shadow mode let the call through; nothing was consumed."""
+    FAIL_OPEN = "fail_open"
+    """The backend failed and the failure policy admitted the call."""
+    FAIL_CLOSED = "fail_closed"
+    """The backend failed and the failure policy refused the call."""
+
+
+_LIMITED = (Outcome.DENIED, Outcome.SHADOW_DENIED)
+
+
+class LimitStatus(NamedTuple):
+    """The state of one limit as a decision saw it. Times are in seconds."""
+
+    limit: Limit
+    """The limit (its name, kind, quota and unit)."""
+    allowed: bool
+    """Whether this limit admitted the cost."""
+    remaining: int
+    """Units that could still be consumed now (rounded down, never negative)."""
+    used: float
+    """Units counted against the limit now (may exceed the quota after over-use)."""
+    retry_after: float
+    """0 when admitted; else seconds until this limit would admit the cost, or
+    ``math.inf`` when the cost can never fit."""
+    refill_after: float
+    """Seconds until more quota becomes available (0 when already full)."""
+    reset_after: float
+    """Seconds until the limit is back to its full quota."""
+
+    @property
+    def name(self) -> str:
+        """The limit's name."""
+        return self.limit.name
+
+    @property
+    def quota(self) -> int:
+        """The limit's quota (capacity, window quota or maximum in flight)."""
+        return self.limit.quota
+
+    @property
+    def utilization(self) -> float:
+        """``used / quota``, from 0 upwards (above 1 while in debt)."""
+        return self.used / self.limit.quota
+
+
+class Decision(NamedTuple):
+    """The answer to one request: allowed or not, why, and the state of every limit."""
+
+    allowed: bool
+    """Whether the caller may proceed (true also for shadow-denied and fail-open)."""
+    outcome: Outcome
+    """How the decision ended."""
+    customer: str
+    """The customer the decision is for."""
+    plan: str | None
+    """The plan whose limits were applied (None when revoked or the backend failed)."""
+    scope: str | None
+    """The scope of the request, if any."""
+    cost: float
+    """The cost asked for."""
+    limits: tuple[LimitStatus, ...]
+    """The state of every limit of the plan, in plan order."""
+    retry_after: float
+    """0 when admitted; seconds until every refusing limit would admit the cost; or
+    ``math.inf`` when the cost can never fit on this plan."""
+    reason: str | None = None
+    """The operator's reason when revoked; a description when the backend failed."""
+
+    @property
+    def denied_by(self) -> tuple[str, ...]:
+        """The names of the limits that refused the cost."""
+        return tuple(status.limit.name for status in self.limits if not status.allowed)
+
+    @property
+    def shadowed(self) -> bool:
+        """True when a limit refused but shadow mode let the call through."""
+        return self.outcome is Outcome.SHADOW_DENIED
+
+    @property
+    def revoked(self) -> bool:
+        """True when the customer is revoked for this scope."""
+        return self.outcome is Outcome.REVOKED
+
+    @property
+    def never(self) -> bool:
+        """True when the cost can never be admitted on this plan (cost > capacity)."""
+        return self.retry_after == math.inf and self.outcome in _LIMITED
+
+    def limit(self, name: str) -> LimitStatus:
+        """The status of the limit called ``name``; `KeyError` if the plan has none."""
+        for status in self.limits:
+            if status.limit.name == name:
+                return status
+        raise KeyError(name)
+
+    def describe(self) -> str:
+        """One human sentence about the decision, with numbers."""
+        if self.outcome is Outcome.REVOKED:
+            return f"Access revoked for customer {self.customer!r}: {self.reason}"
+        if self.outcome in (Outcome.FAIL_OPEN, Outcome.FAIL_CLOSED):
+            return f"Rate-limit backend unavailable ({self.outcome.value}): {self.reason}"
+        refused = [status for status in self.limits if not status.allowed]
+        if not refused:
+            return f"Allowed cost {self.cost:g} for customer {self.customer!r}."
+        parts = [
+            f"{status.limit.name}: {status.remaining} {status.limit.unit} remaining, "
+            f"{self.cost:g} requested"
+            for status in refused
+        ]
+        if self.never:
+            tail = f"the cost can never be admitted on plan {self.plan!r}."
+        else:
+            tail = f"retry after {math.ceil(self.retry_after)}s."
+        return f"Quota exceeded ({'; '.join(parts)}); {tail}"
+
+
+@attrs.frozen
+class Settlement:
+    """The result of settling a lease."""
+
+    lease_id: str
+    """The lease settled."""
+    estimate: float
+    """The cost reserved."""
+    actual: float
+    """The cost finally charged."""
+    already_settled: bool
+    """True when the lease had been settled before; nothing was charged this time."""
+
+    @property
+    def delta(self) -> float:
+        """Charged on top of the estimate (negative for a refund)."""
+        return self.actual - self.estimate

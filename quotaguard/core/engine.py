@@ -1,0 +1,135 @@
+"""All of a request's limits, decided together: all-or-nothing.
+
+The engine is what every backend runs: the memory backend calls it directly under a
+lock, the Redis backend runs the same arithmetic in Lua. It is pure: states in, states
+and statuses out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from quotaguard.core import concurrency, rolling_window, token_bucket
+from quotaguard.core.decision import Decision, LimitStatus, Outcome
+from quotaguard.core.policy import Concurrency, Limit, Plan, RollingWindow, TokenBucket
+
+Check = Callable[[Any, Any, int, float, Any], tuple[Any, LimitStatus, float]]
+Settle = Callable[[Any, Any, int, int, str, float], tuple[Any, float]]
+
+CHECKS: dict[type, Check] = {
+    TokenBucket: token_bucket.check,
+    RollingWindow: rolling_window.check,
+    Concurrency: concurrency.check,
+}
+SETTLES: dict[type, Settle] = {
+    TokenBucket: token_bucket.settle,
+    RollingWindow: rolling_window.settle,
+    Concurrency: concurrency.settle,
+}
+
+
+def evaluate(
+    limits: Sequence[Limit],
+    states: Sequence[Any],
+    now: int,
+    cost: float,
+    lease: concurrency.Lease | None = None,
+) -> tuple[bool, list[Any], tuple[LimitStatus, ...], float]:
+    """Decide ``cost`` at ``now`` against every limit, all-or-nothing.
+
+    Returns (allowed, states to store, statuses, expiry). When refused, the states to
+    store are the inputs unchanged and the statuses of the limits that would have
+    admitted the cost show them as they are (nothing consumed).
+    """
+    new_states: list[Any] = []
+    statuses: list[LimitStatus] = []
+    allowed = True
+    expiry = float(now)
+    for index, limit in enumerate(limits):
+        state, status, until = CHECKS[limit.__class__](limit, states[index], now, cost, lease)
+        new_states.append(state)
+        statuses.append(status)
+        if not status.allowed:
+            allowed = False
+        if until > expiry:
+            expiry = until
+    if allowed:
+        return True, new_states, tuple(statuses), expiry
+    for index, limit in enumerate(limits):
+        if statuses[index].allowed:
+            _, peeked, _ = CHECKS[limit.__class__](limit, states[index], now, 0, None)
+            statuses[index] = peeked._replace(allowed=True, retry_after=0.0)
+    return False, list(states), tuple(statuses), expiry
+
+
+def peek(limits: Sequence[Limit], states: Sequence[Any], now: int) -> tuple[LimitStatus, ...]:
+    """The statuses of every limit at ``now``, consuming nothing."""
+    return tuple(
+        CHECKS[limit.__class__](limit, states[index], now, 0, None)[1]
+        for index, limit in enumerate(limits)
+    )
+
+
+def settle(
+    limits: Sequence[Limit],
+    states: Sequence[Any],
+    now: int,
+    reserved_at: int,
+    lease_id: str,
+    delta: float,
+) -> tuple[list[Any], float]:
+    """Apply a lease's settlement (``delta`` = actual - estimate) to every limit.
+
+    Returns (states to store, expiry).
+    """
+    new_states: list[Any] = []
+    expiry = float(now)
+    for index, limit in enumerate(limits):
+        state, until = SETTLES[limit.__class__](
+            limit, states[index], now, reserved_at, lease_id, delta
+        )
+        new_states.append(state)
+        if until > expiry:
+            expiry = until
+    return new_states, expiry
+
+
+def retry_after(statuses: Sequence[LimitStatus]) -> float:
+    """The earliest time, in seconds, at which every refusing limit admits the cost.
+
+    Each refusing limit's own retry-after already accounts for the cost, and a limit only
+    becomes more permissive as time passes, so the answer is the latest of them
+    (``math.inf`` if any can never admit it).
+    """
+    latest = 0.0
+    for status in statuses:
+        if not status.allowed and status.retry_after > latest:
+            latest = status.retry_after
+    return latest
+
+
+def decision(
+    customer: str,
+    plan: Plan,
+    scope: str | None,
+    cost: float,
+    allowed: bool,
+    statuses: tuple[LimitStatus, ...],
+    shadow: bool,
+) -> Decision:
+    """Build the Decision for an evaluated request, applying shadow mode."""
+    if allowed:
+        return Decision(True, Outcome.ALLOWED, customer, plan.name, scope, cost, statuses, 0.0)
+    wait = retry_after(statuses)
+    if shadow:
+        return Decision(
+            True, Outcome.SHADOW_DENIED, customer, plan.name, scope, cost, statuses, wait
+        )
+    return Decision(False, Outcome.DENIED, customer, plan.name, scope, cost, statuses, wait)
+
+
+def revoked(customer: str, scope: str | None, cost: float, reason: str) -> Decision:
+    """The Decision for a customer revoked for this scope."""
+    return Decision(False, Outcome.REVOKED, customer, None, scope, cost, (), math.inf, reason)

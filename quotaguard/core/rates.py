@@ -1,0 +1,84 @@
+"""Rate strings such as ``"100/minute"`` or ``"5000000/week"``.
+
+Parsing is delegated to the `limits` package; this module only adds the week
+granularity, which `limits` lacks, by rewriting ``N/K weeks`` as ``N/(7*K) days``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+import limits
+
+from quotaguard.core.errors import ConfigurationError
+
+_WEEK = re.compile(r"^\s*(\d+)\s*(/|\s*per\s*)\s*(\d+)?\s*weeks?\s*$", re.IGNORECASE)
+
+SECOND_US = 1_000_000
+
+
+@attrs.frozen
+class Rate:
+    """An amount of units per period, e.g. 100 per 60 seconds."""
+
+    amount: int
+    """How many units the period allows."""
+    period_us: int
+    """The period in microseconds."""
+
+    @property
+    def period_seconds(self) -> float:
+        """The period in seconds."""
+        return self.period_us / SECOND_US
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse one rate string (``"60/minute"``, ``"200000 per 5 hours"``, ``"5000000/week"``).
+
+    Raises `ConfigurationError` naming the string when it cannot be parsed or its
+    amount is zero.
+    """
+    if not isinstance(text, str):
+        raise ConfigurationError(f"rate must be a string like '100/minute', got {text!r}")
+    normalised = text.strip().lower()
+    week = _WEEK.match(normalised)
+    if week:
+        amount, _, multiples, _ = (*week.groups(), None)
+        normalised = f"{amount}/{7 * int(multiples or 1)} days"
+    try:
+        items = limits.parse_many(normalised)
+    except ValueError:
+        raise ConfigurationError(
+            f"cannot parse rate {text!r}: expected '<amount>/<unit>' or "
+            "'<amount> per <n> <unit>' with unit second, minute, hour, day, week, month or year"
+        ) from None
+    if len(items) != 1:
+        raise ConfigurationError(f"rate {text!r} holds {len(items)} rates; give exactly one")
+    item = items[0]
+    if item.amount <= 0:
+        raise ConfigurationError(f"rate {text!r} allows no units; the amount must be positive")
+    return Rate(amount=item.amount, period_us=item.get_expiry() * SECOND_US)
+
+
+def parse_duration(value: str | float | int, what: str) -> int:
+    """Parse a duration given as seconds (number) or as ``"5 hours"`` / ``"1 week"``.
+
+    Returns microseconds. ``what`` names the setting in error messages.
+    """
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{what} must be a duration, got {value!r}")
+    if isinstance(value, int | float):
+        if not value > 0 or value == float("inf"):
+            raise ConfigurationError(f"{what} must be a positive finite duration, got {value!r}")
+        return round(value * SECOND_US)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return parse_rate(f"1/{text}").period_us
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"cannot parse {what} {value!r}: expected e.g. '1 hour', '5 hours', '7 days', "
+                "'1 week' or a number of seconds"
+            ) from None
+    raise ConfigurationError(f"{what} must be a duration, got {value!r}")

@@ -1,0 +1,142 @@
+"""Rolling window as pure functions over a bounded run of buckets.
+
+State: a tuple ``(total, start_0, count_0, start_1, count_1, ...)`` of the non-empty
+buckets, oldest first, each ``start`` a multiple of the granularity G in microseconds; or
+None when empty. At ``now`` the window counts the buckets whose start is at or after
+``current - window``, where ``current`` is the start of the bucket holding ``now``: that
+is at most ``window / G + 1`` buckets.
+
+Error bound: the count at ``now`` covers every event in ``(now - window, now]`` and none
+before ``now - window - G``. So it never admits more than the quota within any span of
+``window``, and it counts at most one bucket's span of events beyond the window.
+
+Each call drops expired buckets from the front and adds to the last one, so the work
+per call is amortised O(1); only a refusal walks the buckets to compute retry-after.
+"""
+
+from __future__ import annotations
+
+import math
+
+from quotaguard.core.decision import LimitStatus
+from quotaguard.core.policy import RollingWindow
+from quotaguard.core.token_bucket import EPSILON
+
+State = tuple[float, ...] | None
+
+
+def drop_time(spec: RollingWindow, start: float) -> float:
+    """The first instant at which the bucket starting at ``start`` leaves the window."""
+    granularity = spec.granularity_us
+    return (math.floor((start + spec.window_us) / granularity) + 1) * granularity
+
+
+def evict(spec: RollingWindow, state: State, now: int) -> State:
+    """Drop the buckets that have left the window at ``now``."""
+    if state is None:
+        return None
+    oldest = now - now % spec.granularity_us - spec.window_us
+    if state[1] >= oldest:
+        return state
+    total = state[0]
+    index = 1
+    size = len(state)
+    while index < size and state[index] < oldest:
+        total -= state[index + 1]
+        index += 2
+    if index >= size:
+        return None
+    return (total, *state[index:])
+
+
+def _retry_us(spec: RollingWindow, state: State, now: int, cost: float) -> float:
+    if cost > spec.quota:
+        return math.inf
+    if state is None:
+        return 0.0
+    excess = state[0] + cost - spec.quota
+    freed = 0.0
+    for index in range(1, len(state), 2):
+        freed += state[index + 1]
+        if freed >= excess:
+            return drop_time(spec, state[index]) - now
+    return drop_time(spec, state[-2]) - now
+
+
+def status(
+    spec: RollingWindow, state: State, now: int, allowed: bool, retry_us: float
+) -> LimitStatus:
+    """The status of the window holding ``state`` (already evicted) at ``now``."""
+    if state is None:
+        return LimitStatus(spec, allowed, spec.quota, 0, retry_us / 1e6, 0.0, 0.0)
+    total = state[0]
+    remaining = math.floor(spec.quota - total + EPSILON)
+    if remaining < 0:
+        remaining = 0
+    refill_us = drop_time(spec, state[1]) - now if remaining > 0 else _retry_us(spec, state, now, 1)
+    return LimitStatus(
+        spec,
+        allowed,
+        remaining,
+        total,
+        retry_us / 1e6,
+        refill_us / 1e6,
+        (drop_time(spec, state[-2]) - now) / 1e6,
+    )
+
+
+def check(
+    spec: RollingWindow, state: State, now: int, cost: float, lease: object = None
+) -> tuple[State, LimitStatus, float]:
+    """Try to count ``cost`` units at ``now``.
+
+    Returns (state after, status, time after which the state no longer matters). When the
+    cost is refused the returned state is the evicted, otherwise unchanged, one.
+    """
+    state = evict(spec, state, now)
+    total = state[0] if state is not None else 0
+    if total + cost > spec.quota:
+        expiry = drop_time(spec, state[-2]) if state is not None else float(now)
+        return state, status(spec, state, now, False, _retry_us(spec, state, now, cost)), expiry
+    if cost > 0:
+        state = _add(spec, state, now, cost)
+    expiry = drop_time(spec, state[-2]) if state is not None else float(now)
+    return state, status(spec, state, now, True, 0.0), expiry
+
+
+def _add(spec: RollingWindow, state: State, now: int, cost: float) -> State:
+    current = now - now % spec.granularity_us
+    if state is None:
+        return (cost, current, cost)
+    if state[-2] == current:
+        return (state[0] + cost, *state[1:-1], state[-1] + cost)
+    return (state[0] + cost, *state[1:], current, cost)
+
+
+def settle(
+    spec: RollingWindow, state: State, now: int, reserved_at: int, lease_id: str, delta: float
+) -> tuple[State, float]:
+    """Charge ``delta`` more units (refund when negative) for a lease.
+
+    Extra units are counted now; a refund comes out of the bucket the reservation went
+    into, if that bucket is still in the window. Returns (state after, expiry).
+    """
+    state = evict(spec, state, now)
+    if delta > 0:
+        state = _add(spec, state, now, delta)
+    elif delta < 0 and state is not None:
+        start = reserved_at - reserved_at % spec.granularity_us
+        for index in range(1, len(state), 2):
+            if state[index] == start:
+                refund = min(-delta, state[index + 1])
+                count = state[index + 1] - refund
+                total = state[0] - refund
+                if count > 0:
+                    state = (total, *state[1:index], start, count, *state[index + 2 :])
+                elif len(state) == 3:
+                    state = None
+                else:
+                    state = (total, *state[1:index], *state[index + 2 :])
+                break
+    expiry = drop_time(spec, state[-2]) if state is not None else float(now)
+    return state, expiry

@@ -1,0 +1,79 @@
+"""Token bucket (GCRA) as pure functions.
+
+State: the theoretical arrival time ``tat`` in microseconds (a float), or None for a
+full bucket. The bucket's backlog at ``now`` is ``max(tat - now, 0)``; it holds
+``capacity * interval`` microseconds at most, and a settled over-use may push it beyond
+that (debt), which delays later requests until it drains.
+
+Every operation is a fixed sequence of IEEE-754 double operations so that the Redis Lua
+implementation reproduces it bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from quotaguard.core.decision import LimitStatus
+from quotaguard.core.policy import TokenBucket
+
+EPSILON = 1e-9
+"""Tolerance, in units, that absorbs rounding in ``x * interval / interval``."""
+
+State = float | None
+
+
+def status(spec: TokenBucket, backlog: float, allowed: bool, retry_us: float) -> LimitStatus:
+    """The status of a bucket holding ``backlog`` microseconds of debt."""
+    interval = spec.interval_us
+    available = (spec.capacity * interval - backlog) / interval
+    remaining = math.floor(available + EPSILON)
+    if remaining < 0:
+        remaining = 0
+    if backlog <= 0:
+        refill_us = 0.0
+    else:
+        refill_us = (remaining + 1 - available) * interval
+        if refill_us > backlog:
+            refill_us = backlog
+    return LimitStatus(
+        spec,
+        allowed,
+        remaining,
+        backlog / interval,
+        retry_us / 1e6,
+        refill_us / 1e6,
+        backlog / 1e6,
+    )
+
+
+def check(
+    spec: TokenBucket, tat: State, now: int, cost: float, lease: object = None
+) -> tuple[State, LimitStatus, float]:
+    """Try to take ``cost`` units at ``now``.
+
+    Returns (state after, status, time after which the state no longer matters). When the
+    cost is refused the returned state is the unchanged one.
+    """
+    interval = spec.interval_us
+    backlog = tat - now if tat is not None and tat > now else 0.0
+    needed = backlog + cost * interval
+    burst = spec.capacity * interval
+    if needed <= burst:
+        new_tat = now + needed
+        return (new_tat if needed > 0 else None), status(spec, needed, True, 0.0), new_tat
+    retry_us = math.inf if cost > spec.capacity else needed - burst
+    return tat, status(spec, backlog, False, retry_us), now + backlog
+
+
+def settle(
+    spec: TokenBucket, tat: State, now: int, reserved_at: int, lease_id: str, delta: float
+) -> tuple[State, float]:
+    """Charge ``delta`` more units (refund when negative) for a settled lease.
+
+    A refund never fills the bucket beyond full. Returns (state after, expiry).
+    """
+    backlog = tat - now if tat is not None and tat > now else 0.0
+    backlog = backlog + delta * spec.interval_us
+    if backlog <= 0:
+        return None, float(now)
+    return now + backlog, now + backlog

@@ -1,0 +1,626 @@
+"""The public entry point: `Guard` (sync) and `AsyncGuard` (async).
+
+All logic lives in `GuardBase`: input validation, plan catalogue, failure policy, shadow
+mode and observers. The two guards repeat only the lines that call the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from quotaguard.backends import backend_from_uri
+from quotaguard.backends.base import AsyncBackend, Backend, InProcessAsync
+from quotaguard.clock import Clock
+from quotaguard.core.catalogue import PlanCatalogue
+from quotaguard.core.customer import CustomerMeta, Revocation
+from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidRequestError,
+    UnknownLimitError,
+)
+from quotaguard.core.policy import (
+    Concurrency,
+    Limit,
+    Plan,
+    RollingWindow,
+    TokenBucket,
+    check_name,
+)
+from quotaguard.core.rates import parse_duration, parse_rate
+
+if TYPE_CHECKING:
+    from quotaguard.lease import AsyncLease, Lease
+
+logger = logging.getLogger("quotaguard")
+
+PlansArgument = PlanCatalogue | Iterable[Plan] | Mapping[str, Plan] | str | Path
+"""A catalogue, plans, or the path of a TOML plans file."""
+
+
+class Observer(Protocol):
+    """Receives every decision the guard makes (e.g. the Prometheus exporter)."""
+
+    def on_decision(self, decision: Decision, backend: str, elapsed: float) -> None:
+        """Called after each decision; ``elapsed`` is the backend time in seconds."""
+        ...
+
+    def on_backend_error(self, backend: str, error: BackendUnavailable) -> None:
+        """Called when the backend failed and the failure policy decided."""
+        ...
+
+
+@attrs.frozen
+class Usage:
+    """A customer's usage of every limit of their plan, and their stored settings."""
+
+    customer: str
+    """The customer."""
+    plan: str
+    """The plan whose limits are shown."""
+    limits: tuple[LimitStatus, ...]
+    """Per limit: used, remaining, and when it refills."""
+    meta: CustomerMeta
+    """The stored settings: assigned plan, overrides, revocation, shadow."""
+
+    @property
+    def revocation(self) -> Revocation | None:
+        """The revocation in force, if any."""
+        return self.meta.revocation
+
+    def limit(self, name: str) -> LimitStatus:
+        """The status of the limit called ``name``; `KeyError` if the plan has none."""
+        for status in self.limits:
+            if status.limit.name == name:
+                return status
+        raise KeyError(name)
+
+
+def _catalogue(plans: PlansArgument, default_plan: str | None) -> PlanCatalogue:
+    if isinstance(plans, PlanCatalogue):
+        if default_plan is not None and default_plan != plans.default:
+            return PlanCatalogue(plans.plans, default=default_plan)
+        return plans
+    if isinstance(plans, str | Path):
+        loaded = PlanCatalogue.from_toml(plans)
+        return PlanCatalogue(loaded.plans, default=default_plan or loaded.default)
+    if isinstance(plans, Plan):
+        plans = [plans]
+    return PlanCatalogue(plans, default=default_plan)
+
+
+class GuardBase:
+    """Everything `Guard` and `AsyncGuard` share."""
+
+    def __init__(
+        self,
+        plans: PlansArgument,
+        *,
+        default_plan: str | None = None,
+        clock: Clock | None = None,
+        failure: str = "open",
+        shadow: bool = False,
+        observers: Sequence[Observer] = (),
+        lease_ttl: float | str = 600,
+    ) -> None:
+        self.catalogue = _catalogue(plans, default_plan)
+        """The plans, by name, and the default plan."""
+        if failure not in ("open", "closed"):
+            raise ConfigurationError(f"failure must be 'open' or 'closed', got {failure!r}")
+        self.failure = failure
+        """What happens when the backend fails: "open" admits, "closed" refuses."""
+        self.shadow = bool(shadow)
+        """Global shadow mode: decide and report, never block."""
+        self.clock = clock
+        """The injected clock, or None to use the backend's clock."""
+        self.observers: list[Observer] = list(observers)
+        """Receivers of every decision."""
+        self.lease_ttl_us = parse_duration(lease_ttl, "lease_ttl")
+        self._last_error_log = 0.0
+
+    # -- validation ------------------------------------------------------------------
+
+    @staticmethod
+    def _check_customer(customer: object) -> str:
+        if customer.__class__ is not str or not customer:
+            raise InvalidRequestError(
+                f"customer must be a non-empty string, got {customer!r}"[:200]
+            )
+        return customer
+
+    @staticmethod
+    def _check_cost(cost: object, what: str = "cost") -> float:
+        if cost.__class__ is int:
+            if cost >= 0:
+                return cost
+        elif cost.__class__ is float:
+            if 0 <= cost < math.inf:
+                return cost
+        elif isinstance(cost, int | float) and not isinstance(cost, bool):
+            return GuardBase._check_cost(float(cost) if isinstance(cost, float) else int(cost))
+        raise InvalidRequestError(f"{what} must be a finite number >= 0, got {cost!r}")
+
+    def _check_request(self, customer: object, cost: object, scope: object, plan: object) -> None:
+        if (
+            customer.__class__ is str
+            and customer
+            and cost.__class__ is int
+            and cost >= 0
+            and scope is None
+            and plan is None
+        ):
+            return
+        self._check_customer(customer)
+        self._check_cost(cost)
+        if scope is not None:
+            check_scope(scope)
+        if plan is not None:
+            self.catalogue[plan]  # type: ignore[index]
+
+    def _now(self) -> int | None:
+        clock = self.clock
+        return None if clock is None else clock.now_us()
+
+    def _lease_ttl(self, ttl: float | str | None) -> int:
+        return self.lease_ttl_us if ttl is None else parse_duration(ttl, "lease ttl")
+
+    @staticmethod
+    def _new_lease_id() -> str:
+        return os.urandom(12).hex()
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _failed(
+        self, backend: str, customer: str, cost: float, scope: str | None, error: BackendUnavailable
+    ) -> Decision:
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            logger.warning(
+                "quotaguard backend %s unavailable (fail-%s): %s", backend, self.failure, error
+            )
+        for observer in self.observers:
+            try:
+                observer.on_backend_error(backend, error)
+            except Exception:
+                logger.exception("quotaguard observer %r failed", observer)
+        if self.failure == "open":
+            return Decision(
+                True, Outcome.FAIL_OPEN, customer, None, scope, cost, (), 0.0, str(error)
+            )
+        return Decision(
+            False, Outcome.FAIL_CLOSED, customer, None, scope, cost, (), 1.0, str(error)
+        )
+
+    def _observe(self, decision: Decision, backend: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        for observer in self.observers:
+            try:
+                observer.on_decision(decision, backend, elapsed)
+            except Exception:
+                logger.exception("quotaguard observer %r failed", observer)
+
+    # -- customer settings -----------------------------------------------------------
+
+    def _override_change(
+        self, customer: str, limit: str | Limit, value: int | str | None, plan: str | None
+    ) -> Callable[[CustomerMeta], CustomerMeta]:
+        if isinstance(limit, TokenBucket | RollingWindow | Concurrency):
+            spec: Limit = limit
+            return lambda meta: meta.with_override(spec)
+        name = check_name(limit, "limit")
+        if value is None:
+            return lambda meta: meta.without_override(name)
+
+        def change(meta: CustomerMeta) -> CustomerMeta:
+            base = self.catalogue.assigned(meta.plan, plan)
+            try:
+                current = base.limit(name)
+            except KeyError:
+                names = ", ".join(base.names) or "none"
+                raise UnknownLimitError(
+                    f"plan {base.name!r} has no limit {name!r}; it has {names}"
+                ) from None
+            return meta.with_override(_overridden(current, value))
+
+        return change
+
+    def _revocation(self, reason: str, allow_scopes: Mapping[str, str] | None) -> Revocation:
+        revocation = Revocation(reason, allow_scopes or {}, time.time())
+        for _, plan in revocation.allow_scopes:
+            self.catalogue[plan]
+        return revocation
+
+    def _usage(
+        self, customer: str, peeked: tuple[str, tuple[LimitStatus, ...]], meta: CustomerMeta
+    ) -> Usage:
+        return Usage(customer, peeked[0], peeked[1], meta)
+
+
+def check_scope(scope: object) -> str:
+    """Validate a scope name."""
+    try:
+        return check_name(scope, "scope")  # type: ignore[arg-type]
+    except ConfigurationError as error:
+        raise InvalidRequestError(str(error)) from None
+
+
+def _overridden(current: Limit, value: int | str) -> Limit:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return current.with_quota(value)
+    if isinstance(value, str):
+        if value.strip().isdigit():
+            return current.with_quota(int(value))
+        rate = parse_rate(value)
+        if isinstance(current, RollingWindow):
+            return RollingWindow.from_rate(current.name, rate, unit=current.unit)
+        if isinstance(current, TokenBucket):
+            return attrs.evolve(current, refill=rate)
+    raise InvalidRequestError(
+        f"cannot override limit {current.name!r} ({current.kind}) with {value!r}: give an "
+        "integer quota, or a rate string for a rolling window or a token bucket's refill"
+    )
+
+
+def _storage(storage: str | Backend, clock: Clock | None) -> Backend:
+    if isinstance(storage, str):
+        return backend_from_uri(storage, clock)
+    return storage
+
+
+class Guard(GuardBase):
+    """Decides, for each request of a customer, whether their plan's limits admit it.
+
+    ::
+
+        guard = Guard(plans, default_plan="free")      # memory:// by default
+        decision = guard.acquire("customer-42", cost=1)
+        if not decision.allowed:
+            ...  # decision.retry_after seconds, decision.denied_by
+
+    ``failure`` is the policy when the backend fails: "open" (admit, counted) or
+    "closed" (refuse). ``shadow=True`` decides and reports but never blocks.
+    """
+
+    def __init__(
+        self,
+        plans: PlansArgument,
+        storage: str | Backend = "memory://",
+        *,
+        default_plan: str | None = None,
+        clock: Clock | None = None,
+        failure: str = "open",
+        shadow: bool = False,
+        observers: Sequence[Observer] = (),
+        lease_ttl: float | str = 600,
+    ) -> None:
+        super().__init__(
+            plans,
+            default_plan=default_plan,
+            clock=clock,
+            failure=failure,
+            shadow=shadow,
+            observers=observers,
+            lease_ttl=lease_ttl,
+        )
+        self.backend: Backend = _storage(storage, clock)
+        """The storage backend."""
+
+    def acquire(
+        self, customer: str, cost: float = 1, *, scope: str | None = None, plan: str | None = None
+    ) -> Decision:
+        """Decide whether ``customer`` may spend ``cost`` now, and consume it if so.
+
+        All of the plan's limits are checked and consumed together, or none is.
+        """
+        return self._decide(customer, cost, scope, plan, None)
+
+    def reserve(
+        self,
+        customer: str,
+        cost: float,
+        *,
+        scope: str | None = None,
+        plan: str | None = None,
+        ttl: float | str | None = None,
+    ) -> Lease:
+        """Reserve an estimated ``cost`` now; settle the actual cost later.
+
+        The returned `Lease` holds the estimate (and a concurrency slot) until
+        ``lease.settle(actual)``; if never settled, its slot frees after ``ttl``.
+        """
+        from quotaguard.lease import Lease
+
+        lease_id = self._new_lease_id()
+        decision = self._decide(customer, cost, scope, plan, (lease_id, self._lease_ttl(ttl)))
+        return Lease(self, lease_id if decision.outcome is Outcome.ALLOWED else None, decision)
+
+    def _decide(
+        self,
+        customer: str,
+        cost: float,
+        scope: str | None,
+        plan: str | None,
+        lease: tuple[str, int] | None,
+    ) -> Decision:
+        self._check_request(customer, cost, scope, plan)
+        backend = self.backend
+        started = time.perf_counter() if self.observers else 0.0
+        try:
+            decision = backend.decide(
+                self.catalogue, customer, cost, scope, plan, self._now(), lease, self.shadow
+            )
+        except BackendUnavailable as error:
+            decision = self._failed(backend.name, customer, cost, scope, error)
+        if self.observers:
+            self._observe(decision, backend.name, started)
+        return decision
+
+    def settle(self, lease_id: str, actual: float) -> Settlement:
+        """Charge ``actual`` for the lease instead of its estimate; a second call is a no-op."""
+        self._check_cost(actual, "actual cost")
+        return self.backend.settle(self.catalogue, lease_id, actual, self._now())
+
+    def usage(self, customer: str, *, scope: str | None = None, plan: str | None = None) -> Usage:
+        """The customer's usage of every limit of their plan, consuming nothing."""
+        self._check_request(customer, 0, scope, plan)
+        meta = self.backend.load_meta(customer)
+        peeked = self.backend.peek(self.catalogue, customer, scope, plan, self._now())
+        return self._usage(customer, peeked, meta)
+
+    def customer(self, customer: str) -> CustomerMeta:
+        """The customer's stored settings (assigned plan, overrides, revocation, shadow)."""
+        return self.backend.load_meta(self._check_customer(customer))
+
+    def assign(self, customer: str, plan: str | None) -> CustomerMeta:
+        """Put ``customer`` on ``plan`` for every worker (None: back to per-call/default)."""
+        self._check_customer(customer)
+        if plan is not None:
+            self.catalogue[plan]
+        return self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, plan=plan))
+
+    def override(
+        self,
+        customer: str,
+        limit: str | Limit,
+        value: int | str | None = None,
+        *,
+        plan: str | None = None,
+    ) -> CustomerMeta:
+        """Override one limit for one customer.
+
+        ``override(c, "weekly", 10_000_000)`` raises the quota of the customer's plan's
+        ``weekly`` limit; a rate string (``"1000/hour"``) replaces a window or a refill
+        rate; a `Limit` object replaces the limit of its name; ``value=None`` removes
+        the override.
+        """
+        self._check_customer(customer)
+        change = self._override_change(customer, limit, value, plan)
+        return self.backend.update_meta(customer, change)
+
+    def revoke(
+        self,
+        customer: str,
+        reason: str,
+        *,
+        allow_scopes: Mapping[str, str] | Collection[str] | None = None,
+    ) -> CustomerMeta:
+        """Stop all use by ``customer`` at once, except ``allow_scopes``.
+
+        ``allow_scopes`` maps each scope still allowed to the plan it runs on, e.g.
+        ``{"benchmark": "benchmark"}``; a plain collection of names uses plans of the
+        same names. ``reason`` is shown to the customer.
+        """
+        self._check_customer(customer)
+        revocation = self._revocation(reason, _scope_map(allow_scopes))
+        return self.backend.update_meta(
+            customer, lambda meta: attrs.evolve(meta, revocation=revocation)
+        )
+
+    def restore(self, customer: str) -> CustomerMeta:
+        """Lift a revocation."""
+        self._check_customer(customer)
+        return self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, revocation=None))
+
+    def set_shadow(self, customer: str, shadow: bool | None) -> CustomerMeta:
+        """Per-customer shadow mode: True (never block), False (enforce), None (inherit)."""
+        self._check_customer(customer)
+        return self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, shadow=shadow))
+
+    def reset(self, customer: str, limits: Collection[str] | None = None) -> None:
+        """Forget the customer's usage of ``limits`` (all when None)."""
+        self._check_customer(customer)
+        self.backend.reset(customer, None if limits is None else frozenset(limits))
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _scope_map(scopes: Mapping[str, str] | Collection[str] | None) -> Mapping[str, str] | None:
+    if scopes is None or isinstance(scopes, Mapping):
+        return scopes
+    if isinstance(scopes, str):
+        return {scopes: scopes}
+    return {scope: scope for scope in scopes}
+
+
+def _async_storage(storage: str | Backend | AsyncBackend, clock: Clock | None) -> AsyncBackend:
+    if isinstance(storage, str):
+        return InProcessAsync(backend_from_uri(storage, clock))
+    if isinstance(storage, InProcessAsync) or _is_async(storage):
+        return storage  # type: ignore[return-value]
+    return InProcessAsync(storage)  # type: ignore[arg-type]
+
+
+def _is_async(storage: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(getattr(storage, "decide", None))
+
+
+class AsyncGuard(GuardBase):
+    """The asyncio twin of `Guard`: the same arguments, the same results, awaited."""
+
+    def __init__(
+        self,
+        plans: PlansArgument,
+        storage: str | Backend | AsyncBackend = "memory://",
+        *,
+        default_plan: str | None = None,
+        clock: Clock | None = None,
+        failure: str = "open",
+        shadow: bool = False,
+        observers: Sequence[Observer] = (),
+        lease_ttl: float | str = 600,
+    ) -> None:
+        super().__init__(
+            plans,
+            default_plan=default_plan,
+            clock=clock,
+            failure=failure,
+            shadow=shadow,
+            observers=observers,
+            lease_ttl=lease_ttl,
+        )
+        self.backend: AsyncBackend = _async_storage(storage, clock)
+        """The storage backend."""
+
+    async def acquire(
+        self, customer: str, cost: float = 1, *, scope: str | None = None, plan: str | None = None
+    ) -> Decision:
+        """See `Guard.acquire`."""
+        return await self._decide(customer, cost, scope, plan, None)
+
+    async def reserve(
+        self,
+        customer: str,
+        cost: float,
+        *,
+        scope: str | None = None,
+        plan: str | None = None,
+        ttl: float | str | None = None,
+    ) -> AsyncLease:
+        """See `Guard.reserve`."""
+        from quotaguard.lease import AsyncLease
+
+        lease_id = self._new_lease_id()
+        decision = await self._decide(customer, cost, scope, plan, (lease_id, self._lease_ttl(ttl)))
+        return AsyncLease(self, lease_id if decision.outcome is Outcome.ALLOWED else None, decision)
+
+    async def _decide(
+        self,
+        customer: str,
+        cost: float,
+        scope: str | None,
+        plan: str | None,
+        lease: tuple[str, int] | None,
+    ) -> Decision:
+        self._check_request(customer, cost, scope, plan)
+        backend = self.backend
+        started = time.perf_counter() if self.observers else 0.0
+        try:
+            decision = await backend.decide(
+                self.catalogue, customer, cost, scope, plan, self._now(), lease, self.shadow
+            )
+        except BackendUnavailable as error:
+            decision = self._failed(backend.name, customer, cost, scope, error)
+        if self.observers:
+            self._observe(decision, backend.name, started)
+        return decision
+
+    async def settle(self, lease_id: str, actual: float) -> Settlement:
+        """See `Guard.settle`."""
+        self._check_cost(actual, "actual cost")
+        return await self.backend.settle(self.catalogue, lease_id, actual, self._now())
+
+    async def usage(
+        self, customer: str, *, scope: str | None = None, plan: str | None = None
+    ) -> Usage:
+        """See `Guard.usage`."""
+        self._check_request(customer, 0, scope, plan)
+        meta = await self.backend.load_meta(customer)
+        peeked = await self.backend.peek(self.catalogue, customer, scope, plan, self._now())
+        return self._usage(customer, peeked, meta)
+
+    async def customer(self, customer: str) -> CustomerMeta:
+        """See `Guard.customer`."""
+        return await self.backend.load_meta(self._check_customer(customer))
+
+    async def assign(self, customer: str, plan: str | None) -> CustomerMeta:
+        """See `Guard.assign`."""
+        self._check_customer(customer)
+        if plan is not None:
+            self.catalogue[plan]
+        return await self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, plan=plan))
+
+    async def override(
+        self,
+        customer: str,
+        limit: str | Limit,
+        value: int | str | None = None,
+        *,
+        plan: str | None = None,
+    ) -> CustomerMeta:
+        """See `Guard.override`."""
+        self._check_customer(customer)
+        change = self._override_change(customer, limit, value, plan)
+        return await self.backend.update_meta(customer, change)
+
+    async def revoke(
+        self,
+        customer: str,
+        reason: str,
+        *,
+        allow_scopes: Mapping[str, str] | Collection[str] | None = None,
+    ) -> CustomerMeta:
+        """See `Guard.revoke`."""
+        self._check_customer(customer)
+        revocation = self._revocation(reason, _scope_map(allow_scopes))
+        return await self.backend.update_meta(
+            customer, lambda meta: attrs.evolve(meta, revocation=revocation)
+        )
+
+    async def restore(self, customer: str) -> CustomerMeta:
+        """See `Guard.restore`."""
+        self._check_customer(customer)
+        return await self.backend.update_meta(
+            customer, lambda meta: attrs.evolve(meta, revocation=None)
+        )
+
+    async def set_shadow(self, customer: str, shadow: bool | None) -> CustomerMeta:
+        """See `Guard.set_shadow`."""
+        self._check_customer(customer)
+        return await self.backend.update_meta(
+            customer, lambda meta: attrs.evolve(meta, shadow=shadow)
+        )
+
+    async def reset(self, customer: str, limits: Collection[str] | None = None) -> None:
+        """See `Guard.reset`."""
+        self._check_customer(customer)
+        await self.backend.reset(customer, None if limits is None else frozenset(limits))
+
+    async def close(self) -> None:
+        """See `Guard.close`."""
+        await self.backend.close()
+
+    async def __aenter__(self) -> AsyncGuard:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
