@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from quotaguard.backends import backend_from_uri
+from quotaguard.backends import async_backend_from_uri, backend_from_uri
 from quotaguard.backends.base import AsyncBackend, Backend, InProcessAsync
 from quotaguard.clock import Clock
 from quotaguard.core.catalogue import PlanCatalogue
@@ -176,6 +176,14 @@ class GuardBase:
     @staticmethod
     def _new_lease_id() -> str:
         return os.urandom(12).hex()
+
+    def limit(self, *args: Any, **kwargs: Any) -> Any:
+        """A decorator that guards a function; see `quotaguard.integrations.decorators.limit`."""
+        from quotaguard.integrations.decorators import (  # type: ignore[import-not-found,unused-ignore]
+            limit,
+        )
+
+        return limit(self, *args, **kwargs)
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -462,7 +470,7 @@ def _scope_map(scopes: Mapping[str, str] | Collection[str] | None) -> Mapping[st
 
 def _async_storage(storage: str | Backend | AsyncBackend, clock: Clock | None) -> AsyncBackend:
     if isinstance(storage, str):
-        return InProcessAsync(backend_from_uri(storage, clock))
+        return async_backend_from_uri(storage, clock)
     if isinstance(storage, InProcessAsync) or _is_async(storage):
         return storage  # type: ignore[return-value]
     return InProcessAsync(storage)  # type: ignore[arg-type]

@@ -9,7 +9,14 @@ from quotaguard.backends.memory import MemoryBackend
 from quotaguard.clock import Clock
 from quotaguard.core.errors import ConfigurationError
 
-__all__ = ["AsyncBackend", "Backend", "InProcessAsync", "MemoryBackend", "backend_from_uri"]
+__all__ = [
+    "AsyncBackend",
+    "Backend",
+    "InProcessAsync",
+    "MemoryBackend",
+    "async_backend_from_uri",
+    "backend_from_uri",
+]
 
 
 def backend_from_uri(uri: str, clock: Clock | None = None) -> Backend:
@@ -17,6 +24,16 @@ def backend_from_uri(uri: str, clock: Clock | None = None) -> Backend:
     scheme = _scheme(uri)
     if scheme == "memory":
         return MemoryBackend(clock=clock)
+    raise ConfigurationError(
+        f"unsupported storage URI {uri!r}: this version of quotaguard supports 'memory://'"
+    )
+
+
+def async_backend_from_uri(uri: str, clock: Clock | None = None) -> AsyncBackend:
+    """Build an asynchronous backend from a storage URI (``memory://``)."""
+    scheme = _scheme(uri)
+    if scheme == "memory":
+        return InProcessAsync(MemoryBackend(clock=clock))
     raise ConfigurationError(
         f"unsupported storage URI {uri!r}: this version of quotaguard supports 'memory://'"
     )
