@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from quotaguard.backends import async_backend_from_uri, backend_from_uri
-from quotaguard.backends.base import AsyncBackend, Backend, InProcessAsync
+from quotaguard.backends.base import AsyncBackend, Backend, InProcessAsync, LeaseRequest
 from quotaguard.clock import Clock
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta, Revocation
@@ -110,7 +110,7 @@ class GuardBase:
         failure: str = "open",
         shadow: bool = False,
         observers: Sequence[Observer] = (),
-        lease_ttl: float | str = 600,
+        lease_ttl: float | str | None = None,
     ) -> None:
         self.catalogue = _catalogue(plans, default_plan)
         """The plans, by name, and the default plan."""
@@ -124,7 +124,9 @@ class GuardBase:
         """The injected clock, or None to use the backend's clock."""
         self.observers: list[Observer] = list(observers)
         """Receivers of every decision."""
-        self.lease_ttl_us = parse_duration(lease_ttl, "lease_ttl")
+        self.lease_ttl_us = None if lease_ttl is None else parse_duration(lease_ttl, "lease_ttl")
+        """The time-to-live of leases whose call gives none (None: the plan's
+        concurrency ``lease_ttl``, else 10 minutes)."""
         self._last_error_log = 0.0
 
     # -- validation ------------------------------------------------------------------
@@ -170,7 +172,7 @@ class GuardBase:
         clock = self.clock
         return None if clock is None else clock.now_us()
 
-    def _lease_ttl(self, ttl: float | str | None) -> int:
+    def _lease_ttl(self, ttl: float | str | None) -> int | None:
         return self.lease_ttl_us if ttl is None else parse_duration(ttl, "lease ttl")
 
     @staticmethod
@@ -309,7 +311,7 @@ class Guard(GuardBase):
         failure: str = "open",
         shadow: bool = False,
         observers: Sequence[Observer] = (),
-        lease_ttl: float | str = 600,
+        lease_ttl: float | str | None = None,
     ) -> None:
         super().__init__(
             plans,
@@ -358,7 +360,7 @@ class Guard(GuardBase):
         cost: float,
         scope: str | None,
         plan: str | None,
-        lease: tuple[str, int] | None,
+        lease: LeaseRequest | None,
     ) -> Decision:
         self._check_request(customer, cost, scope, plan)
         backend = self.backend
@@ -495,7 +497,7 @@ class AsyncGuard(GuardBase):
         failure: str = "open",
         shadow: bool = False,
         observers: Sequence[Observer] = (),
-        lease_ttl: float | str = 600,
+        lease_ttl: float | str | None = None,
     ) -> None:
         super().__init__(
             plans,
@@ -537,7 +539,7 @@ class AsyncGuard(GuardBase):
         cost: float,
         scope: str | None,
         plan: str | None,
-        lease: tuple[str, int] | None,
+        lease: LeaseRequest | None,
     ) -> Decision:
         self._check_request(customer, cost, scope, plan)
         backend = self.backend

@@ -9,8 +9,9 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
 
-LeaseRequest = tuple[str, int]
-"""A lease to record with a decision: (lease id, time-to-live in microseconds)."""
+LeaseRequest = tuple[str, int | None]
+"""A lease to record with a decision: (lease id, time-to-live in microseconds, or None
+for the plan's own: see `quotaguard.core.engine.lease_ttl`)."""
 
 MetaChange = Callable[[CustomerMeta], CustomerMeta]
 """A pure function from a customer's stored settings to the new ones."""

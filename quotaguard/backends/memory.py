@@ -140,23 +140,18 @@ class MemoryBackend:
         if target.__class__ is Revocation:
             return engine.revoked(customer, scope, cost, target.reason)
         assert isinstance(target, Plan)
-        slot = None if lease is None else (lease[0], now + lease[1])
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
             states = self._states(record, target)
             allowed, new_states, statuses, expiry = engine.evaluate(
-                target.limits, states, now, cost, slot
+                target.limits, states, now, cost, lease
             )
             if allowed:
                 self._store(customer, record, target, new_states, expiry)
-                if slot is not None:
-                    self._leases[slot[0]] = _LeaseRecord(
-                        customer,
-                        target,
-                        cost,
-                        now,
-                        slot[1],
-                        slot[1] + lease[1],  # type: ignore[index]
+                if lease is not None:
+                    ttl = engine.lease_ttl(target.limits, lease[1])
+                    self._leases[lease[0]] = _LeaseRecord(
+                        customer, target, cost, now, now + ttl, now + 2 * ttl
                     )
         self._calls += 1
         if not self._calls & 7:

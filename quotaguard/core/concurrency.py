@@ -10,8 +10,9 @@ from quotaguard.core.decision import LimitStatus
 from quotaguard.core.policy import Concurrency
 
 State = tuple[str | float, ...] | None
-Lease = tuple[str, int]
-"""A lease asking for a slot: (lease id, expiry in microseconds)."""
+Lease = tuple[str, int | None]
+"""A lease asking for a slot: (lease id, time-to-live in microseconds or None for the
+limit's own ``lease_ttl``)."""
 
 
 def evict(state: State, now: int) -> State:
@@ -56,7 +57,8 @@ def check(
     if in_flight >= spec.max_in_flight:
         return state, status(spec, state, now, False), _expiry(state, now)
     if lease is not None:
-        state = (*(state or ()), lease[0], lease[1])
+        ttl = spec.lease_ttl_us if lease[1] is None else lease[1]
+        state = (*(state or ()), lease[0], now + ttl)
     return state, status(spec, state, now, True), _expiry(state, now)
 
 

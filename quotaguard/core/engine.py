@@ -96,6 +96,22 @@ def settle(
     return new_states, expiry
 
 
+DEFAULT_LEASE_TTL_US = 600_000_000
+"""How long a lease lasts when neither the call nor a concurrency limit says (10 min)."""
+
+
+def lease_ttl(limits: Sequence[Limit], ttl: int | None) -> int:
+    """A lease's time-to-live in microseconds.
+
+    ``ttl`` if given, else the plan's longest concurrency ``lease_ttl``, else
+    `DEFAULT_LEASE_TTL_US`.
+    """
+    if ttl is not None:
+        return ttl
+    ttls = [limit.lease_ttl_us for limit in limits if isinstance(limit, Concurrency)]
+    return max(ttls) if ttls else DEFAULT_LEASE_TTL_US
+
+
 def retry_after(statuses: Sequence[LimitStatus]) -> float:
     """The earliest time, in seconds, at which every refusing limit admits the cost.
 
