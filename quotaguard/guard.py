@@ -30,6 +30,7 @@ from quotaguard.core.errors import (
 )
 from quotaguard.core.policy import (
     Concurrency,
+    Cost,
     Limit,
     Plan,
     RollingWindow,
@@ -140,13 +141,21 @@ class GuardBase:
         return customer
 
     @staticmethod
-    def _check_cost(cost: object, what: str = "cost") -> float:
+    def _check_cost(cost: object, what: str = "cost") -> Cost:
         if cost.__class__ is int:
             if cost >= 0:
                 return cost
         elif cost.__class__ is float:
             if 0 <= cost < math.inf:
                 return cost
+        elif isinstance(cost, Mapping):
+            for unit, amount in cost.items():
+                if not isinstance(unit, str) or not unit:
+                    raise InvalidRequestError(
+                        f"{what} units must be non-empty strings, got {unit!r}"
+                    )
+                GuardBase._check_cost(amount, f"{what} for {unit!r}")
+            return cost
         elif isinstance(cost, int | float) and not isinstance(cost, bool):
             return GuardBase._check_cost(float(cost) if isinstance(cost, float) else int(cost))
         raise InvalidRequestError(f"{what} must be a finite number >= 0, got {cost!r}")
@@ -190,7 +199,7 @@ class GuardBase:
     # -- outcomes --------------------------------------------------------------------
 
     def _failed(
-        self, backend: str, customer: str, cost: float, scope: str | None, error: BackendUnavailable
+        self, backend: str, customer: str, cost: Cost, scope: str | None, error: BackendUnavailable
     ) -> Decision:
         now = time.monotonic()
         if now - self._last_error_log > 10:
@@ -326,7 +335,7 @@ class Guard(GuardBase):
         """The storage backend."""
 
     def acquire(
-        self, customer: str, cost: float = 1, *, scope: str | None = None, plan: str | None = None
+        self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
     ) -> Decision:
         """Decide whether ``customer`` may spend ``cost`` now, and consume it if so.
 
@@ -337,7 +346,7 @@ class Guard(GuardBase):
     def reserve(
         self,
         customer: str,
-        cost: float,
+        cost: Cost,
         *,
         scope: str | None = None,
         plan: str | None = None,
@@ -357,7 +366,7 @@ class Guard(GuardBase):
     def _decide(
         self,
         customer: str,
-        cost: float,
+        cost: Cost,
         scope: str | None,
         plan: str | None,
         lease: LeaseRequest | None,
@@ -375,7 +384,7 @@ class Guard(GuardBase):
             self._observe(decision, backend.name, started)
         return decision
 
-    def settle(self, lease_id: str, actual: float) -> Settlement:
+    def settle(self, lease_id: str, actual: Cost) -> Settlement:
         """Charge ``actual`` for the lease instead of its estimate; a second call is a no-op."""
         self._check_cost(actual, "actual cost")
         return self.backend.settle(self.catalogue, lease_id, actual, self._now())
@@ -512,7 +521,7 @@ class AsyncGuard(GuardBase):
         """The storage backend."""
 
     async def acquire(
-        self, customer: str, cost: float = 1, *, scope: str | None = None, plan: str | None = None
+        self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
     ) -> Decision:
         """See `Guard.acquire`."""
         return await self._decide(customer, cost, scope, plan, None)
@@ -520,7 +529,7 @@ class AsyncGuard(GuardBase):
     async def reserve(
         self,
         customer: str,
-        cost: float,
+        cost: Cost,
         *,
         scope: str | None = None,
         plan: str | None = None,
@@ -536,7 +545,7 @@ class AsyncGuard(GuardBase):
     async def _decide(
         self,
         customer: str,
-        cost: float,
+        cost: Cost,
         scope: str | None,
         plan: str | None,
         lease: LeaseRequest | None,
@@ -554,7 +563,7 @@ class AsyncGuard(GuardBase):
             self._observe(decision, backend.name, started)
         return decision
 
-    async def settle(self, lease_id: str, actual: float) -> Settlement:
+    async def settle(self, lease_id: str, actual: Cost) -> Settlement:
         """See `Guard.settle`."""
         self._check_cost(actual, "actual cost")
         return await self.backend.settle(self.catalogue, lease_id, actual, self._now())

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.policy import Cost
 
 LeaseRequest = tuple[str, int | None]
 """A lease to record with a decision: (lease id, time-to-live in microseconds, or None
@@ -32,7 +33,7 @@ class Backend(Protocol):
         self,
         catalogue: PlanCatalogue,
         customer: str,
-        cost: float,
+        cost: Cost,
         scope: str | None,
         plan: str | None,
         now: int | None,
@@ -46,7 +47,7 @@ class Backend(Protocol):
         ...
 
     def settle(
-        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+        self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """Charge ``actual`` instead of the lease's estimate and free its slots; idempotent."""
         ...
@@ -93,7 +94,7 @@ class AsyncBackend(Protocol):
         self,
         catalogue: PlanCatalogue,
         customer: str,
-        cost: float,
+        cost: Cost,
         scope: str | None,
         plan: str | None,
         now: int | None,
@@ -104,7 +105,7 @@ class AsyncBackend(Protocol):
         ...
 
     async def settle(
-        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+        self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `Backend.settle`."""
         ...
@@ -151,7 +152,7 @@ class InProcessAsync:
         self,
         catalogue: PlanCatalogue,
         customer: str,
-        cost: float,
+        cost: Cost,
         scope: str | None,
         plan: str | None,
         now: int | None,
@@ -162,7 +163,7 @@ class InProcessAsync:
         return self.backend.decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
 
     async def settle(
-        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+        self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `Backend.settle`."""
         return self.backend.settle(catalogue, lease_id, actual, now)

@@ -23,7 +23,7 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import ConfigurationError, LeaseError
-from quotaguard.core.policy import Plan
+from quotaguard.core.policy import Cost, Plan
 
 from .base import LeaseRequest, MetaChange
 
@@ -38,11 +38,11 @@ Record = list[Any]
 class _LeaseRecord:
     customer: str
     plan: Plan
-    estimate: float
+    estimate: Cost
     reserved_at: int
     expires_at: int
     retain_until: int
-    settled: float | None = None
+    settled: Cost | None = None
 
 
 class _Sweeper:
@@ -125,7 +125,7 @@ class MemoryBackend:
         self,
         catalogue: PlanCatalogue,
         customer: str,
-        cost: float,
+        cost: Cost,
         scope: str | None,
         plan: str | None,
         now: int | None,
@@ -163,7 +163,7 @@ class MemoryBackend:
         return engine.decision(customer, target, scope, cost, allowed, statuses, shadow)
 
     def settle(
-        self, catalogue: PlanCatalogue, lease_id: str, actual: float, now: int | None
+        self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `quotaguard.backends.base.Backend.settle`."""
         if now is None:
@@ -178,7 +178,7 @@ class MemoryBackend:
             record = self._records.get(lease.customer)
             states = self._states(record, lease.plan)
             new_states, expiry = engine.settle(
-                lease.plan.limits, states, now, lease.reserved_at, lease_id, actual - lease.estimate
+                lease.plan.limits, states, now, lease.reserved_at, lease_id, lease.estimate, actual
             )
             self._store(
                 lease.customer, self._records.get(lease.customer), lease.plan, new_states, expiry

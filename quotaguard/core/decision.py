@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import attrs
 
-from quotaguard.core.policy import Limit
+from quotaguard.core.policy import Cost, Limit, charge
 
 
 class Outcome(enum.StrEnum):
@@ -83,8 +84,8 @@ class Decision(NamedTuple):
     """The plan whose limits were applied (None when revoked or the backend failed)."""
     scope: str | None
     """The scope of the request, if any."""
-    cost: float
-    """The cost asked for."""
+    cost: Cost
+    """The cost asked for (a number, or an amount per unit)."""
     limits: tuple[LimitStatus, ...]
     """The state of every limit of the plan, in plan order."""
     retry_after: float
@@ -128,10 +129,10 @@ class Decision(NamedTuple):
             return f"Rate-limit backend unavailable ({self.outcome.value}): {self.reason}"
         refused = [status for status in self.limits if not status.allowed]
         if not refused:
-            return f"Allowed cost {self.cost:g} for customer {self.customer!r}."
+            return f"Allowed cost {_format(self.cost)} for customer {self.customer!r}."
         parts = [
             f"{status.limit.name}: {status.remaining} {status.limit.unit} remaining, "
-            f"{self.cost:g} requested"
+            f"{charge(status.limit, self.cost):g} requested"
             for status in refused
         ]
         if self.never:
@@ -147,14 +148,31 @@ class Settlement:
 
     lease_id: str
     """The lease settled."""
-    estimate: float
+    estimate: Cost
     """The cost reserved."""
-    actual: float
+    actual: Cost
     """The cost finally charged."""
     already_settled: bool
     """True when the lease had been settled before; nothing was charged this time."""
 
     @property
-    def delta(self) -> float:
-        """Charged on top of the estimate (negative for a refund)."""
+    def delta(self) -> float | dict[str, float]:
+        """Charged on top of the estimate (negative for a refund); per unit for mappings."""
+        if isinstance(self.estimate, Mapping) or isinstance(self.actual, Mapping):
+            estimate = _per_unit(self.estimate)
+            actual = _per_unit(self.actual)
+            return {
+                unit: actual.get(unit, 0) - estimate.get(unit, 0)
+                for unit in sorted(set(estimate) | set(actual))
+            }
         return self.actual - self.estimate
+
+
+def _format(cost: Cost) -> str:
+    if isinstance(cost, Mapping):
+        return ", ".join(f"{amount:g} {unit}" for unit, amount in sorted(cost.items()))
+    return f"{cost:g}"
+
+
+def _per_unit(cost: Cost) -> Mapping[str, float]:
+    return cost if isinstance(cost, Mapping) else {"*": cost}

@@ -13,7 +13,15 @@ from typing import Any
 
 from quotaguard.core import concurrency, rolling_window, token_bucket
 from quotaguard.core.decision import Decision, LimitStatus, Outcome
-from quotaguard.core.policy import Concurrency, Limit, Plan, RollingWindow, TokenBucket
+from quotaguard.core.policy import (
+    Concurrency,
+    Cost,
+    Limit,
+    Plan,
+    RollingWindow,
+    TokenBucket,
+    charge,
+)
 
 Check = Callable[[Any, Any, int, float, Any], tuple[Any, LimitStatus, float]]
 Settle = Callable[[Any, Any, int, int, str, float], tuple[Any, float]]
@@ -34,7 +42,7 @@ def evaluate(
     limits: Sequence[Limit],
     states: Sequence[Any],
     now: int,
-    cost: float,
+    cost: Cost,
     lease: concurrency.Lease | None = None,
 ) -> tuple[bool, list[Any], tuple[LimitStatus, ...], float]:
     """Decide ``cost`` at ``now`` against every limit, all-or-nothing.
@@ -48,7 +56,8 @@ def evaluate(
     allowed = True
     expiry = float(now)
     for index, limit in enumerate(limits):
-        state, status, until = CHECKS[limit.__class__](limit, states[index], now, cost, lease)
+        amount = charge(limit, cost)
+        state, status, until = CHECKS[limit.__class__](limit, states[index], now, amount, lease)
         new_states.append(state)
         statuses.append(status)
         if not status.allowed:
@@ -78,15 +87,17 @@ def settle(
     now: int,
     reserved_at: int,
     lease_id: str,
-    delta: float,
+    estimate: Cost,
+    actual: Cost,
 ) -> tuple[list[Any], float]:
-    """Apply a lease's settlement (``delta`` = actual - estimate) to every limit.
+    """Apply a lease's settlement to every limit: charge ``actual`` instead of ``estimate``.
 
     Returns (states to store, expiry).
     """
     new_states: list[Any] = []
     expiry = float(now)
     for index, limit in enumerate(limits):
+        delta = charge(limit, actual) - charge(limit, estimate)
         state, until = SETTLES[limit.__class__](
             limit, states[index], now, reserved_at, lease_id, delta
         )
@@ -130,7 +141,7 @@ def decision(
     customer: str,
     plan: Plan,
     scope: str | None,
-    cost: float,
+    cost: Cost,
     allowed: bool,
     statuses: tuple[LimitStatus, ...],
     shadow: bool,
@@ -146,6 +157,6 @@ def decision(
     return Decision(False, Outcome.DENIED, customer, plan.name, scope, cost, statuses, wait)
 
 
-def revoked(customer: str, scope: str | None, cost: float, reason: str) -> Decision:
+def revoked(customer: str, scope: str | None, cost: Cost, reason: str) -> Decision:
     """The Decision for a customer revoked for this scope."""
     return Decision(False, Outcome.REVOKED, customer, None, scope, cost, (), math.inf, reason)

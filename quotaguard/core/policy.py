@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 import attrs
@@ -245,6 +245,19 @@ class Concurrency:
 
 Limit: TypeAlias = TokenBucket | RollingWindow | Concurrency
 """Any limit kind."""
+
+
+Cost = float | Mapping[str, float]
+"""A cost: one number charged to every limit, or an amount per unit, e.g.
+``{"tokens": 400}``; with a mapping, a limit whose unit is absent is charged nothing,
+except ``"requests"`` limits, which are charged 1 (every call is one request)."""
+
+
+def charge(limit: Limit, cost: Cost) -> float:
+    """What ``cost`` charges to ``limit``."""
+    if isinstance(cost, Mapping):
+        return cost.get(limit.unit, 1 if limit.unit == "requests" else 0)
+    return cost
 
 
 def _limits(value: Iterable[Limit]) -> tuple[Limit, ...]:
