@@ -295,7 +295,7 @@ class Plan:
 
     @names.default
     def _names(self) -> tuple[str, ...]:
-        return tuple(limit.name for limit in self.limits)
+        return tuple(getattr(limit, "name", "") for limit in self.limits)
 
     def limit(self, name: str) -> Limit:
         """The limit called ``name``; `KeyError` if the plan has none."""
