@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from quotaguard import (
@@ -39,7 +41,7 @@ def test_rate_strings(text, amount, seconds):
     "text", ["", "ten/minute", "5/fortnight", "0/minute", "1/s", "1/minute;2/hour"]
 )
 def test_bad_rate_strings_name_the_value(text):
-    with pytest.raises(ConfigurationError, match=repr(text).replace("/", "/")[1:-1] or "rate"):
+    with pytest.raises(ConfigurationError, match=re.escape(repr(text))):
         parse_rate(text)
 
 
