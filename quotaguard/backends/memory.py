@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -64,7 +64,10 @@ class _Sweeper:
                 self._position = 0
             end = self._position + batch
             for key in self._keys[self._position : end]:
-                with lock_for(key):
+                entry = self._entries.get(key)
+                if entry is None or not self._expired(entry, now):
+                    continue
+                with lock_for(key):  # it may have been renewed meanwhile: look again
                     entry = self._entries.get(key)
                     if entry is not None and self._expired(entry, now):
                         del self._entries[key]
@@ -139,7 +142,7 @@ class MemoryBackend:
         target = resolve(catalogue, meta, plan, scope)
         if target.__class__ is Revocation:
             return engine.revoked(customer, scope, cost, target.reason)
-        assert isinstance(target, Plan)
+        target = cast(Plan, target)
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
             states = self._states(record, target)
@@ -154,7 +157,7 @@ class MemoryBackend:
                         customer, target, cost, now, now + ttl, now + 2 * ttl
                     )
         self._calls += 1
-        if not self._calls & 7:
+        if not self._calls & 15:
             self._sweep(now)
         if meta is not None and meta.shadow is not None:
             shadow = meta.shadow

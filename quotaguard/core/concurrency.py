@@ -10,6 +10,8 @@ from quotaguard.core.decision import LimitStatus
 from quotaguard.core.policy import Concurrency
 
 State = tuple[str | float, ...] | None
+_new = tuple.__new__
+
 Lease = tuple[str, int | None]
 """A lease asking for a slot: (lease id, time-to-live in microseconds or None for the
 limit's own ``lease_ttl``)."""
@@ -33,14 +35,17 @@ def status(spec: Concurrency, state: State, now: int, allowed: bool) -> LimitSta
     remaining = max(spec.max_in_flight - in_flight, 0)
     first = (min(expiries) - now) / 1e6 if expiries else 0.0
     refill = first if remaining == 0 else 0.0
-    return LimitStatus(
-        spec,
-        allowed,
-        remaining,
-        in_flight,
-        0.0 if allowed else first,
-        refill,
-        (max(expiries) - now) / 1e6 if expiries else 0.0,
+    return _new(
+        LimitStatus,
+        (
+            spec,
+            allowed,
+            remaining,
+            in_flight,
+            0.0 if allowed else first,
+            refill,
+            (max(expiries) - now) / 1e6 if expiries else 0.0,
+        ),
     )
 
 

@@ -23,6 +23,8 @@ from quotaguard.core.policy import (
     charge,
 )
 
+_new = tuple.__new__
+
 Check = Callable[[Any, Any, int, float, Any], tuple[Any, LimitStatus, float]]
 Settle = Callable[[Any, Any, int, int, str, float], tuple[Any, float]]
 
@@ -55,8 +57,9 @@ def evaluate(
     statuses: list[LimitStatus] = []
     allowed = True
     expiry = float(now)
+    number = cost.__class__ is int or cost.__class__ is float
     for index, limit in enumerate(limits):
-        amount = charge(limit, cost)
+        amount: Any = cost if number else charge(limit, cost)
         state, status, until = CHECKS[limit.__class__](limit, states[index], now, amount, lease)
         new_states.append(state)
         statuses.append(status)
@@ -148,7 +151,10 @@ def decision(
 ) -> Decision:
     """Build the Decision for an evaluated request, applying shadow mode."""
     if allowed:
-        return Decision(True, Outcome.ALLOWED, customer, plan.name, scope, cost, statuses, 0.0)
+        return _new(
+            Decision,
+            (True, Outcome.ALLOWED, customer, plan.name, scope, cost, statuses, 0.0, None),
+        )
     wait = retry_after(statuses)
     if shadow:
         return Decision(

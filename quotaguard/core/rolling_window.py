@@ -22,13 +22,19 @@ from quotaguard.core.decision import LimitStatus
 from quotaguard.core.policy import RollingWindow
 from quotaguard.core.token_bucket import EPSILON
 
+_new = tuple.__new__
+
 State = tuple[float, ...] | None
 
 
 def drop_time(spec: RollingWindow, start: float) -> float:
-    """The first instant at which the bucket starting at ``start`` leaves the window."""
-    granularity = spec.granularity_us
-    return (math.floor((start + spec.window_us) / granularity) + 1) * granularity
+    """The first instant at which the bucket starting at ``start`` leaves the window.
+
+    That is the start of the first bucket after ``start + window``; for an aligned start,
+    ``start + window + granularity``.
+    """
+    end = start + spec.window_us
+    return end - end % spec.granularity_us + spec.granularity_us
 
 
 def evict(spec: RollingWindow, state: State, now: int) -> State:
@@ -93,15 +99,46 @@ def check(
     Returns (state after, status, time after which the state no longer matters). When the
     cost is refused the returned state is the evicted, otherwise unchanged, one.
     """
-    state = evict(spec, state, now)
-    total = state[0] if state is not None else 0
-    if total + cost > spec.quota:
-        expiry = drop_time(spec, state[-2]) if state is not None else float(now)
-        return state, status(spec, state, now, False, _retry_us(spec, state, now, cost)), expiry
-    if cost > 0:
-        state = _add(spec, state, now, cost)
-    expiry = drop_time(spec, state[-2]) if state is not None else float(now)
-    return state, status(spec, state, now, True, 0.0), expiry
+    granularity = spec.granularity_us
+    window = spec.window_us
+    current = now - now % granularity
+    if state is not None and state[1] < current - window:
+        state = evict(spec, state, now)
+    if state is None:
+        if cost > spec.quota:
+            return None, status(spec, None, now, False, _retry_us(spec, None, now, cost)), now
+        if cost <= 0:
+            return None, _new(LimitStatus, (spec, True, spec.quota, 0, 0.0, 0.0, 0.0)), now
+        state = (cost, current, cost)
+    else:
+        total = state[0] + cost
+        if total > spec.quota:
+            retry_us = _retry_us(spec, state, now, cost)
+            return state, status(spec, state, now, False, retry_us), drop_time(spec, state[-2])
+        if cost > 0:
+            if state[-2] == current:
+                state = (total, *state[1:-1], state[-1] + cost)
+            else:
+                state = (total, *state[1:], current, cost)
+    # the status of the admitted request, as `status` computes it
+    total = state[0]
+    remaining = math.floor(spec.quota - total + EPSILON)
+    end = state[-2] + window
+    last_drop = end - end % granularity + granularity
+    if remaining > 0:
+        end = state[1] + window
+        refill_us = end - end % granularity + granularity - now
+    else:
+        remaining = 0
+        refill_us = _retry_us(spec, state, now, 1)
+    return (
+        state,
+        _new(
+            LimitStatus,
+            (spec, True, remaining, total, 0.0, refill_us / 1e6, (last_drop - now) / 1e6),
+        ),
+        last_drop,
+    )
 
 
 def _add(spec: RollingWindow, state: State, now: int, cost: float) -> State:

@@ -21,6 +21,8 @@ EPSILON = 1e-9
 
 State = float | None
 
+_new = tuple.__new__
+
 
 def status(spec: TokenBucket, backlog: float, allowed: bool, retry_us: float) -> LimitStatus:
     """The status of a bucket holding ``backlog`` microseconds of debt."""
@@ -35,14 +37,17 @@ def status(spec: TokenBucket, backlog: float, allowed: bool, retry_us: float) ->
         refill_us = (remaining + 1 - available) * interval
         if refill_us > backlog:
             refill_us = backlog
-    return LimitStatus(
-        spec,
-        allowed,
-        remaining,
-        backlog / interval,
-        retry_us / 1e6,
-        refill_us / 1e6,
-        backlog / 1e6,
+    return _new(
+        LimitStatus,
+        (
+            spec,
+            allowed,
+            remaining,
+            backlog / interval,
+            retry_us / 1e6,
+            refill_us / 1e6,
+            backlog / 1e6,
+        ),
     )
 
 
@@ -58,11 +63,26 @@ def check(
     backlog = tat - now if tat is not None and tat > now else 0.0
     needed = backlog + cost * interval
     burst = spec.capacity * interval
-    if needed <= burst:
-        new_tat = now + needed
-        return (new_tat if needed > 0 else None), status(spec, needed, True, 0.0), new_tat
-    retry_us = math.inf if cost > spec.capacity else needed - burst
-    return tat, status(spec, backlog, False, retry_us), now + backlog
+    if needed > burst:
+        retry_us = math.inf if cost > spec.capacity else needed - burst
+        return tat, status(spec, backlog, False, retry_us), now + backlog
+    new_tat = now + needed
+    if needed <= 0:
+        return None, _new(LimitStatus, (spec, True, spec.capacity, 0.0, 0.0, 0.0, 0.0)), new_tat
+    # the status of the admitted request, as `status` computes it
+    available = (burst - needed) / interval
+    remaining = math.floor(available + EPSILON)
+    refill_us = (remaining + 1 - available) * interval
+    if refill_us > needed:
+        refill_us = needed
+    return (
+        new_tat,
+        _new(
+            LimitStatus,
+            (spec, True, remaining, needed / interval, 0.0, refill_us / 1e6, needed / 1e6),
+        ),
+        new_tat,
+    )
 
 
 def settle(

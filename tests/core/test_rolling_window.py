@@ -34,6 +34,7 @@ def test_the_count_is_within_one_bucket_of_the_exact_window(steps):
         now += gap
         state, status, _ = rolling_window.check(spec, state, now, cost)
         assert status.allowed
+        assert status == rolling_window.status(spec, state, now, True, 0.0)
         events.append((now, cost))
         # covers everything in the window, and nothing older than one bucket beyond it
         assert exact(events, now - WINDOW, now) <= status.used

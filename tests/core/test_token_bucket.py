@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +52,11 @@ def test_gcra_admits_exactly_what_a_continuous_bucket_admits(capacity, refill, s
         if expected is None:
             return
         assert status.allowed == expected
+        if expected:
+            backlog = 0.0 if new_state is None else new_state - now
+            recomputed = token_bucket.status(spec, backlog, True, 0.0)
+            assert status.remaining == recomputed.remaining
+            assert status[3:] == pytest.approx(recomputed[3:], abs=1e-6)
         state = new_state
         assert 0 <= status.remaining <= capacity
 
