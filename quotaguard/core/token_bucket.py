@@ -1,12 +1,15 @@
 """Token bucket (GCRA) as pure functions.
 
-State: the theoretical arrival time ``tat`` in microseconds (a float), or None for a
-full bucket. The bucket's backlog at ``now`` is ``max(tat - now, 0)``; it holds
+State: the theoretical arrival time ``tat`` in whole microseconds, or None for a full
+bucket. The bucket's backlog at ``now`` is ``max(tat - now, 0)``; it holds
 ``capacity * interval`` microseconds at most, and a settled over-use may push it beyond
 that (debt), which delays later requests until it drains.
 
 Every operation is a fixed sequence of IEEE-754 double operations so that the Redis Lua
-implementation reproduces it bit for bit.
+implementation reproduces it bit for bit. The stored ``tat`` is rounded down to a whole
+microsecond: a float timestamp near 1.8e15 keeps only quarter-microsecond precision, and
+rounding the wrong way would refuse a request the bucket has room for. Rounding down
+errs the other way by under one microsecond of refill per call.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from quotaguard.core.policy import TokenBucket
 EPSILON = 1e-9
 """Tolerance, in units, that absorbs rounding in ``x * interval / interval``."""
 
-State = float | None
+State = int | None
 
 _new = tuple.__new__
 
@@ -66,9 +69,9 @@ def check(
     if needed > burst:
         retry_us = math.inf if cost > spec.capacity else needed - burst
         return tat, status(spec, backlog, False, retry_us), now + backlog
-    new_tat = now + needed
+    new_tat = now + math.floor(needed)
     if needed <= 0:
-        return None, _new(LimitStatus, (spec, True, spec.capacity, 0.0, 0.0, 0.0, 0.0)), new_tat
+        return None, _new(LimitStatus, (spec, True, spec.capacity, 0.0, 0.0, 0.0, 0.0)), now
     # the status of the admitted request, as `status` computes it
     available = (burst - needed) / interval
     remaining = math.floor(available + EPSILON)
@@ -76,7 +79,7 @@ def check(
     if refill_us > needed:
         refill_us = needed
     return (
-        new_tat,
+        new_tat if new_tat > now else None,
         _new(
             LimitStatus,
             (spec, True, remaining, needed / interval, 0.0, refill_us / 1e6, needed / 1e6),
@@ -87,13 +90,13 @@ def check(
 
 def settle(
     spec: TokenBucket, tat: State, now: int, reserved_at: int, lease_id: str, delta: float
-) -> tuple[State, float]:
+) -> tuple[State, int]:
     """Charge ``delta`` more units (refund when negative) for a settled lease.
 
     A refund never fills the bucket beyond full. Returns (state after, expiry).
     """
-    backlog = tat - now if tat is not None and tat > now else 0.0
-    backlog = backlog + delta * spec.interval_us
-    if backlog <= 0:
-        return None, float(now)
-    return now + backlog, now + backlog
+    backlog = tat - now if tat is not None and tat > now else 0
+    tat = now + math.floor(backlog + delta * spec.interval_us)
+    if tat <= now:
+        return None, now
+    return tat, tat
