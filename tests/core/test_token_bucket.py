@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,9 +71,23 @@ def test_retry_after_is_exactly_when_the_cost_first_fits(capacity, used, cost):
     _, status, _ = token_bucket.check(spec, state, START, cost)
     if status.allowed or cost > capacity:
         return
-    wait = status.retry_after * SECOND
-    assert not token_bucket.check(spec, state, START + int(wait) - 1, cost)[1].allowed
-    assert token_bucket.check(spec, state, START + int(wait) + 1, cost)[1].allowed
+    wait = math.ceil(status.retry_after * SECOND)
+    assert not token_bucket.check(spec, state, START + wait - 1, cost)[1].allowed
+    assert token_bucket.check(spec, state, START + wait, cost)[1].allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 1000),
+    st.sampled_from(["1/second", "3/second", "7/second", "2/3 seconds", "1000000/minute"]),
+)
+def test_a_full_bucket_admits_exactly_its_capacity_in_unit_calls(capacity, refill):
+    spec = TokenBucket("b", capacity, refill)
+    state = None
+    for _ in range(capacity):
+        state, status, _ = token_bucket.check(spec, state, START, 1)
+        assert status.allowed
+    assert not token_bucket.check(spec, state, START, 1)[1].allowed
 
 
 def test_debt_from_a_settlement_delays_later_requests():
