@@ -1,22 +1,56 @@
-"""Leases: a reserved cost waiting to be settled (`Guard.reserve`)."""
+"""Leases: a reserved cost waiting to be settled (`Guard.reserve`).
+
+Used as a context manager, a lease that the block leaves unsettled is settled by the
+exit policy: ``on_exit`` after a normal exit, ``on_error`` when an exception leaves the
+block. Either way its concurrency slot is released at once. A policy is "estimate"
+(charge the reserved estimate, the default) or "refund" (charge nothing)::
+
+    with guard.reserve("c-42", cost=4000).policy(on_error="refund") as lease:
+        lease.settle(run_model())
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 from quotaguard.core.decision import Decision, Settlement
-from quotaguard.core.errors import QuotaExceeded
+from quotaguard.core.errors import ConfigurationError, QuotaExceeded, QuotaguardError
+from quotaguard.core.policy import Cost
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from quotaguard.guard import AsyncGuard, Guard
 
+logger = logging.getLogger("quotaguard")
+
+ExitPolicy: TypeAlias = Literal["estimate", "refund"]
+"""What an unsettled lease is charged when its ``with`` block ends."""
+
+_POLICIES = ("estimate", "refund")
+_L = TypeVar("_L", bound="_LeaseBase")
+
+
+def _check_policy(value: str, what: str) -> ExitPolicy:
+    if value not in _POLICIES:
+        raise ConfigurationError(f"{what} must be 'estimate' or 'refund', got {value!r}")
+    return value  # type: ignore[return-value]
+
 
 class _LeaseBase:
-    __slots__ = ("_guard", "decision", "lease_id", "settlement")
+    __slots__ = ("_guard", "decision", "lease_id", "on_error", "on_exit", "settlement")
 
-    def __init__(self, guard: Guard | AsyncGuard, lease_id: str | None, decision: Decision):
+    def __init__(
+        self,
+        guard: Guard | AsyncGuard,
+        lease_id: str | None,
+        decision: Decision,
+        *,
+        on_exit: ExitPolicy = "estimate",
+        on_error: ExitPolicy = "estimate",
+    ):
         self._guard = guard
         self.lease_id = lease_id
         """The lease id, or None when nothing was reserved (refused, revoked, failed)."""
@@ -24,6 +58,37 @@ class _LeaseBase:
         """The decision taken when reserving."""
         self.settlement: Settlement | None = None
         """The settlement, once settled."""
+        self.on_exit: ExitPolicy = _check_policy(on_exit, "on_exit")
+        """The charge for a lease left unsettled by a normal exit from its block."""
+        self.on_error: ExitPolicy = _check_policy(on_error, "on_error")
+        """The charge for a lease left unsettled when an exception leaves its block."""
+
+    def policy(
+        self: _L, *, on_exit: ExitPolicy | None = None, on_error: ExitPolicy | None = None
+    ) -> _L:
+        """Set the exit policies ("estimate" or "refund"); returns the lease itself."""
+        if on_exit is not None:
+            self.on_exit = _check_policy(on_exit, "on_exit")
+        if on_error is not None:
+            self.on_error = _check_policy(on_error, "on_error")
+        return self
+
+    def _exit_cost(self, failed: bool) -> Cost:
+        policy = self.on_error if failed else self.on_exit
+        if policy == "estimate":
+            return self.estimate
+        estimate = self.estimate
+        if isinstance(estimate, Mapping):
+            return {unit: 0 for unit in estimate}
+        return 0
+
+    @staticmethod
+    def _log_exit_failure(lease_id: str | None, error: QuotaguardError) -> None:
+        logger.warning(
+            "quotaguard: could not settle lease %s on exit (%s); its slot frees at its TTL",
+            lease_id,
+            error,
+        )
 
     @property
     def allowed(self) -> bool:
@@ -31,7 +96,7 @@ class _LeaseBase:
         return self.decision.allowed
 
     @property
-    def estimate(self) -> float:
+    def estimate(self) -> Cost:
         """The cost reserved."""
         return self.decision.cost
 
@@ -55,13 +120,15 @@ class _LeaseBase:
 class Lease(_LeaseBase):
     """A reserved cost. Settle it with the actual cost once known.
 
-    As a context manager it raises `QuotaExceeded` on entry when refused, and settles at
-    the estimate on exit if the block did not settle it.
+    As a context manager it raises `QuotaExceeded` on entry when refused, and settles
+    by its exit policy (default: at the estimate) if the block did not settle it; an
+    exception inside the block still releases its concurrency slot. A backend failure
+    while settling on exit is logged, never raised over the block's own outcome.
     """
 
     __slots__ = ()
 
-    def settle(self, actual: float | None = None) -> Settlement | None:
+    def settle(self, actual: Cost | None = None) -> Settlement | None:
         """Charge ``actual`` (default: the estimate) instead of the estimate.
 
         Idempotent: a second call changes nothing. Returns None when nothing was
@@ -87,7 +154,10 @@ class Lease(_LeaseBase):
         traceback: TracebackType | None,
     ) -> None:
         if not self.settled:
-            self.settle()
+            try:
+                self.settle(self._exit_cost(exc_type is not None))
+            except QuotaguardError as error:
+                self._log_exit_failure(self.lease_id, error)
 
 
 class AsyncLease(_LeaseBase):
@@ -95,7 +165,7 @@ class AsyncLease(_LeaseBase):
 
     __slots__ = ()
 
-    async def settle(self, actual: float | None = None) -> Settlement | None:
+    async def settle(self, actual: Cost | None = None) -> Settlement | None:
         """See `Lease.settle`."""
         if self.lease_id is None:
             return None
@@ -117,4 +187,7 @@ class AsyncLease(_LeaseBase):
         traceback: TracebackType | None,
     ) -> None:
         if not self.settled:
-            await self.settle()
+            try:
+                await self.settle(self._exit_cost(exc_type is not None))
+            except QuotaguardError as error:
+                self._log_exit_failure(self.lease_id, error)

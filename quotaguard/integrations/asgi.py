@@ -1,0 +1,311 @@
+"""`QuotaMiddleware`: a pure ASGI middleware that applies a guard to every HTTP request.
+
+::
+
+    app = QuotaMiddleware(app, AsyncGuard(plans, default_plan="free"),
+                          identify=APIKey(), routes=[exempt("/healthz")])
+
+Each request is identified, matched to a route rule, decided (all the plan's limits at
+once), then either refused with a problem+json body (401/403/429/503) or served with
+``RateLimit-Policy`` / ``RateLimit`` headers. A route whose actual cost is known only
+after the response reserves its estimate and settles once the body is complete; an
+error, a client disconnect or a cancelled stream still settles and frees the slot.
+Websocket and lifespan scopes pass straight through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from quotaguard.backends.base import InProcessAsync
+from quotaguard.backends.memory import MemoryBackend
+from quotaguard.core.decision import Decision, Outcome
+from quotaguard.core.errors import ConfigurationError, QuotaguardError
+from quotaguard.core.policy import Concurrency, Cost
+from quotaguard.guard import AsyncGuard, Guard
+from quotaguard.lease import AsyncLease
+
+from ._types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+from .headers import HeaderBuilder, HeaderOptions
+from .identify import APIKey, FirstOf, Identifier, Identity
+from .problem import Problem, ProblemTypes, customer_required, problem_for
+from .routes import Route, Routes
+
+__all__ = ["QuotaMiddleware", "RequestQuota", "add_cost", "report_cost", "request_quota"]
+
+logger = logging.getLogger("quotaguard")
+
+SCOPE_KEY = "quotaguard"
+"""The ASGI scope key under which the middleware leaves the request's `RequestQuota`."""
+
+
+class RequestQuota:
+    """One request's quota: who, the decision, and the cost reported by the endpoint.
+
+    Found at ``scope["quotaguard"]`` (see `request_quota`). An endpoint whose route
+    settles later reports the actual cost with `report` (a total) or `add` (an
+    increment, e.g. per streamed chunk).
+    """
+
+    __slots__ = ("actual", "decision", "identity", "lease", "route")
+
+    def __init__(
+        self, identity: Identity, decision: Decision, lease: AsyncLease | None, route: Route
+    ) -> None:
+        self.identity = identity
+        """Who the request was charged to."""
+        self.decision = decision
+        """The decision that admitted it."""
+        self.lease = lease
+        """The reservation to settle, when the route settles later."""
+        self.route = route
+        """The route rule applied."""
+        self.actual: Cost | None = None
+        """The actual cost reported so far, or None."""
+
+    def report(self, total: Cost) -> None:
+        """Set the actual cost of the request (in the route's unit, if it has one)."""
+        self.actual = total
+
+    def add(self, units: float) -> None:
+        """Add ``units`` (in the route's unit) to the actual cost reported so far."""
+        actual = self.actual
+        if isinstance(actual, Mapping):
+            raise TypeError("add() needs a numeric cost; report() set a per-unit mapping")
+        self.actual = (actual or 0) + units
+
+
+def request_quota(request: Any) -> RequestQuota | None:
+    """The `RequestQuota` of a request (an ASGI scope, or anything with a ``.scope``)."""
+    scope = getattr(request, "scope", request)
+    found = scope.get(SCOPE_KEY)
+    return found if isinstance(found, RequestQuota) else None
+
+
+def report_cost(request: Any, total: Cost) -> None:
+    """Report the actual cost of ``request`` (a scope or a Starlette/FastAPI Request)."""
+    quota = request_quota(request)
+    if quota is not None:
+        quota.report(total)
+
+
+def add_cost(request: Any, units: float) -> None:
+    """Add ``units`` to the actual cost of ``request`` (e.g. per streamed chunk)."""
+    quota = request_quota(request)
+    if quota is not None:
+        quota.add(units)
+
+
+def as_async_guard(guard: Guard | AsyncGuard) -> AsyncGuard:
+    """An `AsyncGuard` for ``guard``; a sync `Guard` is accepted on the memory backend only."""
+    if isinstance(guard, AsyncGuard):
+        return guard
+    if isinstance(guard, Guard) and isinstance(guard.backend, MemoryBackend):
+        twin = AsyncGuard(
+            guard.catalogue,
+            InProcessAsync(guard.backend),
+            clock=guard.clock,
+            failure=guard.failure,
+            shadow=guard.shadow,
+            observers=guard.observers,
+            lease_ttl=None if guard.lease_ttl_us is None else guard.lease_ttl_us / 1_000_000,
+        )
+        return twin
+    raise ConfigurationError(
+        "the ASGI integrations need an AsyncGuard (a sync Guard is accepted only on the "
+        f"memory backend), got {guard!r}"
+    )
+
+
+def _identifier(identify: Identifier | Sequence[Identifier] | None) -> Identifier:
+    if identify is None:
+        return APIKey()
+    if isinstance(identify, Sequence):
+        return FirstOf(identify) if len(identify) != 1 else identify[0]
+    return identify
+
+
+def _anonymous(value: Identity | str | None) -> Identity | None:
+    return Identity("anonymous", value) if isinstance(value, str) else value
+
+
+class QuotaMiddleware:
+    """Rate limits and quotas for every HTTP request of an ASGI app.
+
+    ``identify``: an identifier or a list tried in order (default: `APIKey`).
+    ``anonymous``: the plan (or `Identity`) for unidentified requests; None answers 401.
+    ``routes``: `Route` rules (cost, scope, exemption, settling). ``headers`` and
+    ``problems`` configure the response headers and the problem ``type`` URIs.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        guard: Guard | AsyncGuard,
+        *,
+        identify: Identifier | Sequence[Identifier] | None = None,
+        routes: Routes | Iterable[Route] = (),
+        anonymous: Identity | str | None = None,
+        headers: HeaderOptions | None = None,
+        problems: ProblemTypes | None = None,
+        challenge: str = 'Bearer realm="api"',
+    ) -> None:
+        self.app = app
+        self.guard = as_async_guard(guard)
+        self.routes = routes if isinstance(routes, Routes) else Routes(routes)
+        self.identify = _identifier(identify)
+        self.anonymous = _anonymous(anonymous)
+        if self.anonymous is not None and self.anonymous.plan is not None:
+            self.guard.catalogue[self.anonymous.plan]  # fail now on an unknown plan
+        self.problems = problems or ProblemTypes()
+        self.challenge = challenge
+        self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
+        self._hold = any(  # plans with a concurrency limit need a lease per request
+            isinstance(limit, Concurrency)
+            for plan in self.guard.catalogue.plans.values()
+            for limit in plan.limits
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self.routes.match(scope["method"], scope["path"])
+        if route.exempt:
+            await self.app(scope, receive, send)
+            return
+        identity: Any = self.identify(scope)
+        if identity is not None and identity.__class__ is not Identity:
+            identity = await identity
+        if identity is None:
+            identity = self.anonymous
+            if identity is None:
+                problem = customer_required(scope["path"], self.problems, self.challenge)
+                await _refuse(problem, [], send)
+                return
+        cost = route.cost_of(scope)
+        lease = None
+        if route.deferred or self._hold:
+            lease = await self.guard.reserve(
+                identity.customer, cost, scope=route.scope, plan=identity.plan
+            )
+            decision = lease.decision
+        else:
+            decision = await self.guard.acquire(
+                identity.customer, cost, scope=route.scope, plan=identity.plan
+            )
+        extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
+        if not decision.allowed:
+            await _refuse(problem_for(decision, scope["path"], self.problems), extra, send)  # type: ignore[arg-type]
+            return
+        quota = scope[SCOPE_KEY] = RequestQuota(identity, decision, lease, route)
+        if lease is None or lease.lease_id is None:
+            await self.app(scope, receive, _with_headers(send, extra))
+            return
+        await _Settling(quota, lease, scope, send, extra).run(self.app, receive)
+
+
+def _with_headers(send: Send, extra: RawHeaders) -> Send:
+    if not extra:
+        return send
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return send_with_headers
+
+
+async def _refuse(problem: Problem, extra: RawHeaders, send: Send) -> None:
+    headers = problem.raw_headers()
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": problem.body, "more_body": False})
+
+
+class _Settling:
+    """Forwards a response, then settles the lease with the actual cost (exactly once)."""
+
+    __slots__ = ("downstream", "extra", "headers", "lease", "quota", "scope", "settled", "status")
+
+    def __init__(
+        self, quota: RequestQuota, lease: AsyncLease, scope: Scope, send: Send, extra: RawHeaders
+    ) -> None:
+        self.quota = quota
+        self.lease = lease
+        self.scope = scope
+        self.downstream = send
+        self.extra = extra
+        self.status = 0
+        self.headers: RawHeaders = []
+        self.settled = False
+
+    async def run(self, app: ASGIApp, receive: Receive) -> None:
+        try:
+            await app(self.scope, receive, self.send)
+        except BaseException:
+            await _shielded(self.settle(complete=False))
+            raise
+        if not self.settled:  # no complete body: disconnected, or the app never finished
+            await _shielded(self.settle(complete=False))
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+            message = {**message, "headers": [*self.headers, *self.extra]}
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            await self.settle(complete=True)  # before the last byte: clients see settled state
+        await self.downstream(message)
+
+    def _actual(self, complete: bool) -> Cost | None:
+        actual = self.quota.actual
+        route = self.quota.route
+        if actual is not None or not complete:
+            return actual
+        if route.settle_header_name is not None:
+            for name, value in self.headers:
+                if name.lower() == route.settle_header_name:
+                    try:
+                        return float(value)
+                    except ValueError:
+                        logger.warning(
+                            "quotaguard: response header %s is not a number; settling at the "
+                            "estimate",
+                            route.settle_header,
+                        )
+                        break
+        if route.settle is not None:
+            try:
+                return route.settle(self.scope, self.status, self.headers)
+            except Exception:
+                logger.exception("quotaguard: settle callback failed; settling at the estimate")
+        return None
+
+    async def settle(self, complete: bool) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        actual = self._actual(complete)
+        try:
+            await self.lease.settle(None if actual is None else self.quota.route.charge(actual))
+        except QuotaguardError as error:
+            # BackendUnavailable, LeaseError (expired), InvalidRequestError (bad cost):
+            # never an unhandled error in the host app; the lease frees itself at its TTL.
+            logger.warning("quotaguard: could not settle lease %s: %s", self.lease.lease_id, error)
+
+
+async def _shielded(settling: Any) -> None:
+    """Await ``settling`` even inside a cancelled (anyio) cancel scope."""
+    try:
+        import anyio
+    except ImportError:  # pragma: no cover - anyio comes with every ASGI framework
+        await settling
+        return
+    with anyio.CancelScope(shield=True):
+        await settling

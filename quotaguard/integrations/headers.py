@@ -1,0 +1,183 @@
+"""Rate-limit response headers: the IETF draft-10 pair, and optional legacy ``X-RateLimit-*``.
+
+Both draft headers are RFC 9651 structured-field Lists with one Item per limit::
+
+    RateLimit-Policy: "burst";q=100;w=60, "weekly";q=5000000;w=604800;qg-unit="tokens"
+    RateLimit: "burst";r=63;t=1, "weekly";r=3765433;t=273600
+
+Every value is an integer: remaining units are rounded down, waiting times up. ``t`` is
+delay-seconds (never an epoch). The partition key ``pk`` is never sent: it would echo the
+customer id. The draft registers no "tokens" unit, so a limit whose unit is not
+"requests" carries it in the vendor parameter ``qg-unit``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from quotaguard.clock import Clock
+from quotaguard.core.decision import Decision, LimitStatus
+from quotaguard.core.policy import Limit
+
+__all__ = [
+    "HeaderBuilder",
+    "HeaderOptions",
+    "format_policy",
+    "format_ratelimit",
+    "legacy_headers",
+    "rate_limit_headers",
+    "retry_after_seconds",
+    "sf_string",
+]
+
+# RFC 9651 §3.3.1: Integers have at most 15 digits.
+_SF_INT_MAX = 999_999_999_999_999
+
+
+def sf_string(value: str) -> str:
+    """``value`` serialised as an RFC 9651 String (printable ASCII only)."""
+    if any(not 0x20 <= ord(char) <= 0x7E for char in value):
+        raise ValueError(f"{value!r} cannot be a structured-field String (printable ASCII only)")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _whole_seconds_up(seconds: float) -> int:
+    if seconds <= 0:
+        return 0
+    if seconds >= _SF_INT_MAX:
+        return _SF_INT_MAX
+    return math.ceil(seconds)
+
+
+def _policy_item(limit: Limit, unit_param: str) -> str:
+    item = f"{sf_string(limit.name)};q={limit.quota};w={limit.window_seconds}"
+    if limit.unit != "requests":
+        item += f";{unit_param}={sf_string(limit.unit)}"
+    return item
+
+
+def format_policy(limits: Sequence[Limit], unit_param: str = "qg-unit") -> str:
+    """The ``RateLimit-Policy`` field value for ``limits``."""
+    return ", ".join(_policy_item(limit, unit_param) for limit in limits)
+
+
+def format_ratelimit(statuses: Sequence[LimitStatus]) -> str:
+    """The ``RateLimit`` field value: remaining (``r``) and seconds to more quota (``t``)."""
+    return ", ".join(
+        f'"{status.limit.name}";r={max(int(status.remaining), 0)};'
+        f"t={_whole_seconds_up(status.refill_after)}"
+        for status in statuses
+    )
+
+
+def retry_after_seconds(decision: Decision) -> int:
+    """The ``Retry-After`` delay for a refused decision, in whole seconds (at least 1).
+
+    Never earlier than the decision's own retry-after, nor than the ``t`` that
+    ``RateLimit`` shows for any limit that refused.
+    """
+    wait = _whole_seconds_up(decision.retry_after)
+    for status in decision.limits:
+        if not status.allowed:
+            wait = max(wait, _whole_seconds_up(status.refill_after))
+    return max(wait, 1)
+
+
+def _unit_param(value: str) -> str:
+    # an RFC 9651 key: lcalpha or "*", then lcalpha / DIGIT / "_" / "-" / "." / "*"
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_-.*")
+    if not value or not (value[0].islower() or value[0] == "*") or set(value) - allowed:
+        raise ValueError(f"{value!r} is not a structured-field parameter key")
+    return value
+
+
+@attrs.frozen
+class HeaderOptions:
+    """Which rate-limit headers the integrations send.
+
+    ``draft`` (default on): ``RateLimit-Policy`` and ``RateLimit`` (draft-10).
+    ``legacy`` (default off): ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` for the
+    most restrictive limit, with GitHub's meaning (Reset is a UTC epoch in seconds).
+    ``unit_param`` is the vendor parameter that names a unit other than requests.
+    """
+
+    draft: bool = True
+    """Send ``RateLimit-Policy`` and ``RateLimit``."""
+    legacy: bool = False
+    """Send ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``."""
+    unit_param: str = attrs.field(default="qg-unit", converter=_unit_param)
+    """The vendor parameter that carries a limit's unit in ``RateLimit-Policy``."""
+
+
+class HeaderBuilder:
+    """Builds the header lines for a decision, caching each plan's policy value."""
+
+    __slots__ = ("_clock", "_draft", "_legacy", "_policies", "_unit_param")
+
+    def __init__(self, options: HeaderOptions, clock: Clock | None = None) -> None:
+        self._clock = clock
+        self._draft = options.draft
+        self._legacy = options.legacy
+        self._unit_param = options.unit_param
+        self._policies: dict[tuple[Limit, ...], bytes] = {}
+
+    def policy(self, statuses: Sequence[LimitStatus]) -> bytes:
+        """The encoded ``RateLimit-Policy`` value for the limits in ``statuses``."""
+        key = tuple([status.limit for status in statuses])
+        value = self._policies.get(key)
+        if value is None:
+            if len(self._policies) >= 1024:  # overrides make many variants: stay bounded
+                self._policies.clear()
+            value = self._policies[key] = format_policy(key, self._unit_param).encode("ascii")
+        return value
+
+    def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
+        """Header lines (lower-case names) for ``decision``; empty when it has no limits."""
+        statuses = decision.limits
+        if not statuses:
+            return []
+        lines: list[tuple[bytes, bytes]] = []
+        if self._draft:
+            lines.append((b"ratelimit-policy", self.policy(statuses)))
+            lines.append((b"ratelimit", format_ratelimit(statuses).encode("ascii")))
+        if self._legacy:
+            if now is None and self._clock is not None:
+                now = self._clock.now_us() / 1_000_000
+            lines.extend(legacy_headers(statuses, now))
+        return lines
+
+
+def _most_restrictive(statuses: Sequence[LimitStatus]) -> LimitStatus:
+    refused = [status for status in statuses if not status.allowed]
+    if refused:
+        return max(refused, key=lambda status: status.retry_after)
+    return min(statuses, key=lambda status: (status.remaining / status.limit.quota, -status.used))
+
+
+def legacy_headers(
+    statuses: Sequence[LimitStatus], now: float | None = None
+) -> list[tuple[bytes, bytes]]:
+    """``X-RateLimit-*`` lines for the most restrictive limit (a refusing one first)."""
+    status = _most_restrictive(statuses)
+    now = time.time() if now is None else now
+    reset = math.ceil(now + status.refill_after)
+    return [
+        (b"x-ratelimit-limit", str(status.limit.quota).encode()),
+        (b"x-ratelimit-remaining", str(max(int(status.remaining), 0)).encode()),
+        (b"x-ratelimit-reset", str(reset).encode()),
+    ]
+
+
+def rate_limit_headers(
+    decision: Decision, options: HeaderOptions | None = None, now: float | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The rate-limit header lines for ``decision`` as ASGI (bytes) pairs.
+
+    Empty when the decision carries no limit state (fail-open, revoked, a plan without
+    limits). ``now`` (seconds since the epoch) anchors the legacy Reset header.
+    """
+    return HeaderBuilder(options or HeaderOptions())(decision, now)

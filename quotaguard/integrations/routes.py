@@ -1,0 +1,163 @@
+"""Route rules: what a request costs, in which scope, and which paths are exempt.
+
+A `Route` matches a path exactly (``"/v1/chat"``) or by prefix when it ends in ``*``
+(``"/admin/*"``, or ``"*"`` for everything). An exact path wins over any prefix, a
+longer prefix over a shorter one, and a rule limited to some methods is skipped for
+other methods. Requests no rule matches use the default route: one request (charged to
+limits counted in requests, nothing to limits in other units such as tokens), no scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeAlias
+
+import attrs
+
+from quotaguard.core.errors import ConfigurationError
+from quotaguard.core.policy import Cost
+
+from ._types import RawHeaders, Scope
+
+__all__ = ["CostFunction", "Route", "Routes", "SettleCallback", "exempt"]
+
+CostFunction: TypeAlias = Callable[[Scope], Cost]
+"""Computes a request's cost (or estimate) from its ASGI scope."""
+
+SettleCallback: TypeAlias = Callable[[Scope, int, RawHeaders], "Cost | None"]
+"""Called once the response body is complete with (scope, status, response headers);
+returns the actual cost, or None to keep the estimate."""
+
+
+def _methods(value: Iterable[str] | str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    return frozenset(method.upper() for method in value)
+
+
+def _cost(value: Cost | CostFunction) -> Cost | CostFunction:
+    if callable(value) or isinstance(value, Mapping):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigurationError(f"a route cost must be a number >= 0 or a callable, got {value!r}")
+    return value
+
+
+@attrs.frozen
+class Route:
+    """How requests to ``path`` (and ``methods``) are charged.
+
+    ``cost`` is fixed or computed from the scope; with ``unit`` (e.g. "tokens") a
+    number is an amount of that unit, so ``requests`` limits still count the call as
+    one request (``cost=800, unit="tokens"`` charges ``{"tokens": 800}``).
+
+    When the actual cost is known only after the response, ``cost`` is the estimate
+    reserved up front, and the actual cost comes from the response header
+    ``settle_header``, from ``settle(scope, status, headers)``, or from the endpoint
+    itself (``reports_cost=True``, then call `quotaguard.integrations.asgi.report_cost`).
+    ``exempt=True`` skips limiting entirely (health checks, ``/metrics``): no decision
+    and no headers.
+    """
+
+    path: str = attrs.field()
+    """An exact path, or a prefix followed by ``*``."""
+    methods: frozenset[str] | None = attrs.field(default=None, converter=_methods)
+    """The methods this rule applies to (upper-case); None for all."""
+    cost: Cost | CostFunction = attrs.field(default=1, converter=_cost)
+    """The cost, or the estimate when the actual cost is settled later."""
+    unit: str | None = None
+    """The unit of numeric costs, estimates and actual costs (None: every limit's)."""
+    scope: str | None = None
+    """The scope of the requests (e.g. "benchmark"), which revocations may allow."""
+    exempt: bool = False
+    """Do not limit these requests at all."""
+    settle_header: str | None = None
+    """A response header carrying the actual cost (e.g. "x-usage-tokens")."""
+    settle: SettleCallback | None = None
+    """A callback returning the actual cost once the body is complete."""
+    reports_cost: bool = False
+    """The endpoint reports the actual cost itself (`report_cost`)."""
+    settle_header_name: bytes | None = attrs.field(init=False, repr=False, eq=False)
+    """``settle_header`` as lower-case bytes."""
+
+    @path.validator
+    def _check_path(self, _: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not (value.startswith("/") or value == "*"):
+            raise ConfigurationError(f"a route path must start with '/' (or be '*'): {value!r}")
+        if "*" in value[:-1]:
+            raise ConfigurationError(f"'*' may only end a route path: {value!r}")
+
+    @settle_header_name.default
+    def _settle_name(self) -> bytes | None:
+        if self.settle_header is None:
+            return None
+        return self.settle_header.lower().encode("latin-1")
+
+    def charge(self, amount: Cost) -> Cost:
+        """``amount`` as the cost to charge: ``{unit: amount}`` when the route has a unit."""
+        if self.unit is None or isinstance(amount, Mapping):
+            return amount
+        return {self.unit: amount}
+
+    def cost_of(self, scope: Scope) -> Cost:
+        """The cost (or estimate) of the request ``scope``."""
+        cost = self.cost
+        return self.charge(cost(scope) if callable(cost) else cost)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the cost is an estimate settled after the response."""
+        return self.settle_header is not None or self.settle is not None or self.reports_cost
+
+    @property
+    def prefix(self) -> bool:
+        """Whether the path is a prefix pattern."""
+        return self.path.endswith("*")
+
+
+def exempt(path: str, methods: Iterable[str] | str | None = None) -> Route:
+    """A rule that exempts ``path`` from limiting (e.g. ``exempt("/healthz")``)."""
+    return Route(path, methods, exempt=True)
+
+
+DEFAULT_ROUTE = Route("*", unit="requests")
+"""Requests no rule matches cost one request (nothing from limits in other units)."""
+
+
+class Routes:
+    """The route rules of a middleware, compiled for fast matching."""
+
+    __slots__ = ("_exact", "_prefixes", "default", "rules")
+
+    def __init__(self, rules: Iterable[Route] = (), default: Route = DEFAULT_ROUTE) -> None:
+        self.rules = tuple(rules)
+        """The rules, as given."""
+        self.default = default
+        """The route used when no rule matches."""
+        for rule in self.rules:
+            if not isinstance(rule, Route):
+                raise ConfigurationError(f"route rules must be Route objects, got {rule!r}")
+        self._exact: dict[str, tuple[Route, ...]] = {}
+        for rule in self.rules:
+            if not rule.prefix:
+                self._exact[rule.path] = (*self._exact.get(rule.path, ()), rule)
+        self._prefixes = tuple(
+            sorted((rule for rule in self.rules if rule.prefix), key=lambda r: -len(r.path))
+        )
+
+    def match(self, method: str, path: str) -> Route:
+        """The rule for a request (the default route when none matches)."""
+        candidates = self._exact.get(path)
+        if candidates is not None:
+            for rule in candidates:
+                if rule.methods is None or method in rule.methods:
+                    return rule
+        for rule in self._prefixes:
+            if path.startswith(rule.path[:-1]) and (rule.methods is None or method in rule.methods):
+                return rule
+        return self.default
+
+    def __repr__(self) -> str:
+        return f"Routes({list(self.rules)!r}, default={self.default!r})"

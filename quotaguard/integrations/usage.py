@@ -1,0 +1,129 @@
+"""Let customers see their own usage: a JSON document and a small ASGI ``/usage`` app.
+
+The document, for a customer on a plan with a burst limit and a weekly token cap::
+
+    {"plan": "pro",
+     "limits": [{"name": "burst", "kind": "token_bucket", "unit": "requests",
+                 "quota": 60, "used": 3, "remaining": 57, "window_seconds": 60,
+                 "refill_after_seconds": 1, "reset_after_seconds": 3}, ...],
+     "revoked": null}
+
+Counts are integers (remaining rounded down, used up) and times are whole seconds
+rounded up, as in the headers. The customer id itself is not echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+from quotaguard.core.decision import LimitStatus
+from quotaguard.core.errors import InvalidRequestError
+from quotaguard.guard import AsyncGuard, Guard, Usage
+
+from ._types import Receive, Scope, Send
+from .identify import Identifier, Identity
+from .problem import ProblemTypes, customer_required
+
+__all__ = ["UsageEndpoint", "limit_document", "usage_document"]
+
+
+def _seconds_up(value: float) -> int:
+    return 0 if value <= 0 else (2**53 if value == math.inf else math.ceil(value))
+
+
+def limit_document(status: LimitStatus) -> dict[str, Any]:
+    """One limit's usage as plain JSON-able values."""
+    limit = status.limit
+    return {
+        "name": limit.name,
+        "kind": limit.kind,
+        "unit": limit.unit,
+        "quota": limit.quota,
+        "used": max(math.ceil(status.used - 1e-9), 0),
+        "remaining": max(int(status.remaining), 0),
+        "window_seconds": limit.window_seconds,
+        "refill_after_seconds": _seconds_up(status.refill_after),
+        "reset_after_seconds": _seconds_up(status.reset_after),
+    }
+
+
+def usage_document(usage: Usage) -> dict[str, Any]:
+    """A customer's `Usage` as a JSON-able document (see the module docstring)."""
+    revocation = usage.revocation
+    return {
+        "plan": usage.plan,
+        "limits": [limit_document(status) for status in usage.limits],
+        "revoked": None
+        if revocation is None
+        else {
+            "reason": revocation.reason,
+            "allowed_scopes": [scope for scope, _ in revocation.allow_scopes],
+        },
+    }
+
+
+class UsageEndpoint:
+    """An ASGI app answering ``GET`` with the caller's own usage document.
+
+    Mount it where you like (``Mount("/usage", UsageEndpoint(guard, identify))``).
+    ``?scope=benchmark`` shows the plan that applies to that scope (useful for a revoked
+    customer's remaining allowance).
+    """
+
+    def __init__(
+        self,
+        guard: Guard | AsyncGuard,
+        identify: Identifier | Sequence[Identifier] | None = None,
+        *,
+        problems: ProblemTypes | None = None,
+    ) -> None:
+        from .asgi import _identifier, as_async_guard
+
+        self.guard = as_async_guard(guard)
+        self.identify = _identifier(identify)
+        self.problems = problems or ProblemTypes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request."""
+        if scope["type"] != "http":
+            return
+        from .asgi import SCOPE_KEY, RequestQuota
+
+        quota = scope.get(SCOPE_KEY)
+        identity: Any
+        if isinstance(quota, RequestQuota):
+            identity = quota.identity
+        else:
+            identity = self.identify(scope)
+            if identity is not None and not isinstance(identity, Identity):
+                identity = await identity
+        if identity is None:
+            problem = customer_required(scope.get("path", "/"), self.problems)
+            await _send(send, problem.status, problem.body, problem.raw_headers())
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        wanted = query.get("scope", [None])[0]
+        try:
+            usage = await self.guard.usage(identity.customer, scope=wanted, plan=identity.plan)
+        except InvalidRequestError as error:
+            body = json.dumps({"detail": str(error)}).encode()
+            await _send(send, 400, body, [(b"content-type", b"application/json")])
+            return
+        body = json.dumps(usage_document(usage), separators=(",", ":")).encode()
+        await _send(
+            send,
+            200,
+            body,
+            [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+        )
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    if not any(name == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
