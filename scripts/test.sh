@@ -14,7 +14,7 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   pkill -x prometheus >/dev/null 2>&1 || true  # only promtool is wanted, not the daemon
 fi
 
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+.venv/bin/ruff check quotaguard tests benchmarks examples
+.venv/bin/ruff format --check quotaguard tests benchmarks examples
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

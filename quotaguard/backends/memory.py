@@ -21,7 +21,7 @@ from quotaguard.clock import Clock, SystemClock
 from quotaguard.core import engine
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
-from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import ConfigurationError, LeaseError
 from quotaguard.core.policy import Cost, Plan
 
@@ -31,6 +31,7 @@ from .base import LeaseRequest, MetaChange
 # The states line up with the names; states of limits outside the current plan (after a
 # plan change, or a revoked customer's scope plan) wait in the dict at index 2.
 _EXPIRES, _NAMES, _EXTRAS, _STATES = 0, 1, 2, 3
+_new = tuple.__new__
 Record = list[Any]
 
 
@@ -101,6 +102,7 @@ class MemoryBackend:
         if sweep_batch <= 0:
             raise ConfigurationError(f"sweep_batch must be positive, got {sweep_batch!r}")
         self._clock = clock if clock is not None else SystemClock()
+        self._now = self._clock.now_us
         self._records: dict[str, Record] = {}
         self._meta: dict[str, CustomerMeta] = {}
         self._leases: dict[str, _LeaseRecord] = {}
@@ -137,20 +139,30 @@ class MemoryBackend:
     ) -> Decision:
         """See `quotaguard.backends.base.Backend.decide`."""
         if now is None:
-            now = self._clock.now_us()
-        meta = self._meta.get(customer)
-        target = resolve(catalogue, meta, plan, scope)
-        if target.__class__ is Revocation:
-            return engine.revoked(customer, scope, cost, target.reason)
-        target = cast(Plan, target)
+            now = self._now()
+        meta = self._meta.get(customer) if self._meta else None
+        if meta is None:
+            target = catalogue.get(plan)
+        else:
+            resolved = resolve(catalogue, meta, plan, scope)
+            if resolved.__class__ is Revocation:
+                return engine.revoked(customer, scope, cost, resolved.reason)
+            target = cast(Plan, resolved)
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
-            states = self._states(record, target)
+            if record is not None and record[_NAMES] is target.names:
+                states: Any = record[_STATES:]
+            else:
+                states = self._states(record, target)
             allowed, new_states, statuses, expiry = engine.evaluate(
                 target.limits, states, now, cost, lease
             )
             if allowed:
-                self._store(customer, record, target, new_states, expiry)
+                if record is not None and record[_EXTRAS] is None:
+                    record[_EXPIRES] = expiry
+                    record[_STATES:] = new_states
+                else:
+                    self._store(customer, record, target, new_states, expiry)
                 if lease is not None:
                     ttl = engine.lease_ttl(target.limits, lease[1])
                     self._leases[lease[0]] = _LeaseRecord(
@@ -159,6 +171,11 @@ class MemoryBackend:
         self._calls += 1
         if not self._calls & 15:
             self._sweep(now)
+        if allowed:
+            return _new(
+                Decision,
+                (True, Outcome.ALLOWED, customer, target.name, scope, cost, statuses, 0.0, None),
+            )
         if meta is not None and meta.shadow is not None:
             shadow = meta.shadow
         else:

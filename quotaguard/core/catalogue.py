@@ -41,6 +41,7 @@ class PlanCatalogue:
             )
         self.default = default
         """The name of the default plan, or None."""
+        self._default_plan = None if default is None else self._plans[default]
 
     def _describe(self) -> str:
         return ", ".join(sorted(self._plans)) or "no plans"

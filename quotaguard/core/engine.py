@@ -53,22 +53,26 @@ def evaluate(
     store are the inputs unchanged and the statuses of the limits that would have
     admitted the cost show them as they are (nothing consumed).
     """
-    new_states: list[Any] = []
-    statuses: list[LimitStatus] = []
+    if cost.__class__ is int or cost.__class__ is float:
+        results = [
+            CHECKS[limit.__class__](limit, state, now, cost, lease)
+            for limit, state in zip(limits, states, strict=True)
+        ]
+    else:
+        results = [
+            CHECKS[limit.__class__](limit, state, now, charge(limit, cost), lease)
+            for limit, state in zip(limits, states, strict=True)
+        ]
     allowed = True
-    expiry = float(now)
-    number = cost.__class__ is int or cost.__class__ is float
-    for index, limit in enumerate(limits):
-        amount: Any = cost if number else charge(limit, cost)
-        state, status, until = CHECKS[limit.__class__](limit, states[index], now, amount, lease)
-        new_states.append(state)
-        statuses.append(status)
-        if not status.allowed:
+    expiry: float = now
+    for _, status, until in results:
+        if not status[1]:
             allowed = False
         if until > expiry:
             expiry = until
+    statuses = [result[1] for result in results]
     if allowed:
-        return True, new_states, tuple(statuses), expiry
+        return True, [result[0] for result in results], tuple(statuses), expiry
     for index, limit in enumerate(limits):
         if statuses[index].allowed:
             _, peeked, _ = CHECKS[limit.__class__](limit, states[index], now, 0, None)
