@@ -1,0 +1,40 @@
+"""Prometheus metrics for quotaguard: an observer of the guard, with bounded cardinality.
+
+::
+
+    from quotaguard.metrics import PrometheusExporter
+
+    exporter = PrometheusExporter()
+    guard = Guard(plans, observers=[exporter])
+    app.mount("/metrics", exporter.asgi_app())
+
+See docs/metrics.md for the metrics, the top-K and spike views and multiprocess mode.
+"""
+
+from quotaguard.metrics.app import make_metrics_app, start_metrics_server
+from quotaguard.metrics.exporter import (
+    LATENCY_BUCKETS,
+    MULTIPROCESS_MODES,
+    UTILIZATION_BUCKETS,
+    ExporterConfig,
+    PrometheusExporter,
+)
+from quotaguard.metrics.multiprocess import mark_process_dead
+from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
+from quotaguard.metrics.topk import UtilizationTable
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MULTIPROCESS_MODES",
+    "UTILIZATION_BUCKETS",
+    "ExporterConfig",
+    "PrometheusExporter",
+    "SpikeConfig",
+    "SpikeDetector",
+    "SpikeEvent",
+    "SpikeHook",
+    "UtilizationTable",
+    "make_metrics_app",
+    "mark_process_dead",
+    "start_metrics_server",
+]

@@ -1,0 +1,682 @@
+"""The Prometheus exporter: an `Observer` of the guard that records metrics.
+
+The per-decision work is one list append (two with the backend latency); decisions are
+aggregated in batches (every ``batch_size`` decisions, every ``flush_interval`` seconds
+when traffic comes, and at every scrape) with C-level helpers (``Counter``, ``sorted``,
+``bisect``), and each batch costs one increment per label set. Top-K and near-limit
+tables and spike averages are refreshed in the same batches; their gauges are computed
+at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from bisect import bisect_right
+from collections import Counter as TallyCounter
+from collections.abc import Iterable, Iterator, Sequence
+from operator import itemgetter
+from typing import Any
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from quotaguard._version import __version__
+from quotaguard.clock import Clock, SystemClock
+from quotaguard.core.decision import Decision, LimitStatus, Outcome
+from quotaguard.core.errors import BackendUnavailable
+from quotaguard.core.policy import charge
+from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
+from quotaguard.metrics.topk import UtilizationTable
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MULTIPROCESS_MODES",
+    "UTILIZATION_BUCKETS",
+    "ExporterConfig",
+    "PrometheusExporter",
+]
+
+logger = logging.getLogger("quotaguard.metrics")
+
+UTILIZATION_BUCKETS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
+"""Bucket bounds of ``quotaguard_utilization_ratio`` (STANDARDS.md)."""
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+"""Bucket bounds of ``quotaguard_backend_latency_seconds``: 10 us (memory) to 2.5 s."""
+
+MULTIPROCESS_MODES: dict[str, str] = {
+    "quotaguard_build_info": "max",
+    "quotaguard_near_limit_customers": "livemax",
+    "quotaguard_top_customer_utilization_ratio": "livemostrecent (merged by quotaguard)",
+    "quotaguard_top_customer_spike_ratio": "livemostrecent (merged by quotaguard)",
+}
+"""How each gauge is combined across processes under ``PROMETHEUS_MULTIPROC_DIR``.
+
+Counters and histograms are summed by prometheus_client. The two top-K gauges are not
+prometheus_client gauges in multiprocess mode (its mmap files never forget a label set,
+so per-customer series would grow without bound): each process publishes its top-K in a
+small snapshot file and the scrape merges the live processes' snapshots, keeping each
+customer's most recent value, then takes the top K again.
+"""
+
+_OUTCOME = itemgetter(1)
+_PLAN = itemgetter(3)
+_CUSTOMER = itemgetter(2)
+_COST = itemgetter(5)
+_LIMITS = itemgetter(6)
+_USED = itemgetter(3)
+_LIMIT = itemgetter(0)
+_ALLOWED = Outcome.ALLOWED
+_NUMBERS: frozenset[type] = frozenset((int, float))
+_monotonic = time.monotonic
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+
+
+def _bounds(value: Iterable[float]) -> tuple[float, ...]:
+    return tuple(float(v) for v in value)
+
+
+def _check_bounds(_: object, attribute: attrs.Attribute[tuple[float, ...]], value: Any) -> None:
+    if not value or list(value) != sorted(set(value)) or not all(map(math.isfinite, value)):
+        raise ValueError(f"{attribute.name} must be finite, strictly increasing, non-empty")
+
+
+@attrs.frozen
+class ExporterConfig:
+    """How the exporter aggregates. Times are in seconds."""
+
+    top_k: int = attrs.field(default=20, validator=_positive_int)
+    """Customers shown per top-K view (per plan and limit for utilisation, per plan for
+    spikes)."""
+    near_limit: tuple[float, ...] = attrs.field(
+        default=(0.8, 0.9, 1.0), converter=_bounds, validator=_check_bounds
+    )
+    """Utilisation thresholds of ``quotaguard_near_limit_customers``."""
+    min_utilization: float = attrs.field(default=0.1)
+    """Customers below this utilisation of a limit are not tracked for top-K views."""
+    max_tracked: int = attrs.field(default=2048, validator=_positive_int)
+    """The most customers tracked per (plan, limit); near-limit counts are exact below it."""
+    stale_after: float = attrs.field(default=3600.0, validator=_positive)
+    """A tracked customer without a decision for this long leaves the top-K views."""
+    utilization_buckets: tuple[float, ...] = attrs.field(
+        default=UTILIZATION_BUCKETS, converter=_bounds, validator=_check_bounds
+    )
+    """Bucket bounds of the utilisation histogram."""
+    latency_buckets: tuple[float, ...] = attrs.field(
+        default=LATENCY_BUCKETS, converter=_bounds, validator=_check_bounds
+    )
+    """Bucket bounds of the backend latency histogram."""
+    batch_size: int = attrs.field(default=512, validator=_positive_int)
+    """Decisions buffered before they are aggregated."""
+    flush_interval: float = attrs.field(default=1.0, validator=_positive)
+    """Buffered decisions are aggregated at least this often while traffic comes (and at
+    every scrape)."""
+    snapshot_interval: float = attrs.field(default=5.0, validator=_positive)
+    """Multiprocess mode: how often a process republishes its top-K snapshot."""
+    max_reasons: int = attrs.field(default=16, validator=_positive_int)
+    """Distinct ``reason`` values of backend errors; more are counted as ``other``."""
+    spikes: SpikeConfig = attrs.field(factory=SpikeConfig)
+    """Spike detection settings."""
+
+    @min_utilization.validator
+    def _check_min(self, _: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"min_utilization must be within [0, 1], got {value!r}")
+
+
+class _PlanInfo:
+    """Cached label children and tables for one plan's limits."""
+
+    __slots__ = ("allowed", "hists", "limits", "names", "spike_limit", "tables", "units")
+
+    def __init__(self, exporter: PrometheusExporter, plan: str, statuses: Sequence[LimitStatus]):
+        config = exporter.config
+        self.names = tuple(status.limit.name for status in statuses)
+        self.limits = tuple(status.limit for status in statuses)
+        self.allowed = exporter._decisions.labels(plan, "", _ALLOWED.value)
+        self.units = [
+            (status.limit, exporter._units.labels(plan, status.limit.name))
+            for status in statuses
+            if status.limit.kind != "concurrency"
+        ]
+        # Spikes are measured in the unit of the plan's last non-concurrency limit
+        # (typically the weekly cap); None: in requests.
+        self.spike_limit = self.units[-1][0] if self.units else None
+        self.hists = [exporter._utilization.labels(plan, name) for name in self.names]
+        self.tables = [
+            exporter._table(plan, name, config.max_tracked, config.min_utilization)
+            for name in self.names
+        ]
+
+
+def _reason(error: BaseException) -> str:
+    cause = error.__cause__ or error.__context__ or error
+    name = type(cause).__name__
+    lowered = name.lower()
+    if "timeout" in lowered:
+        return "timeout"
+    if "connection" in lowered or isinstance(cause, ConnectionError | OSError):
+        return "connection"
+    if "noscript" in str(cause).lower()[:64]:
+        return "noscript"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()[:40] or "other"
+
+
+def _observe_many(child: Histogram, bounds: Sequence[float], values: list[float]) -> None:
+    """Add many observations to a histogram child with one increment per bucket."""
+    _observe_scaled(child, bounds, values, 1)
+
+
+def _observe_scaled(
+    child: Histogram, bounds: Sequence[float], raw: list[float], scale: float
+) -> None:
+    """Observe ``x / scale`` for each ``x`` of ``raw``, one increment per bucket.
+
+    The bucket bounds are scaled instead of the values.
+    """
+    if not raw:
+        return
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if buckets is None or total is None or len(buckets) != len(bounds) + 1:
+        for x in raw:  # pragma: no cover - fallback if prometheus_client changes
+            child.observe(x / scale)
+        return
+    raw = sorted(raw)
+    previous = 0
+    for i, bound in enumerate(bounds):
+        cumulative = bisect_right(raw, bound * scale)
+        if cumulative > previous:
+            buckets[i].inc(cumulative - previous)
+        previous = cumulative
+    if len(raw) > previous:
+        buckets[-1].inc(len(raw) - previous)
+    total.inc(math.fsum(raw) / scale)
+
+
+def _binding_limit(decision: Decision) -> str:
+    """The refusing limit with the longest wait (first in plan order on a tie)."""
+    best: LimitStatus | None = None
+    for status in decision.limits:
+        if not status.allowed and (best is None or status.retry_after > best.retry_after):
+            best = status
+    return "" if best is None else best.limit.name
+
+
+class PrometheusExporter:
+    """Records the guard's decisions as Prometheus metrics; pass it as an observer.
+
+    ::
+
+        exporter = PrometheusExporter()
+        guard = Guard(plans, observers=[exporter])
+        app.mount("/metrics", exporter.asgi_app())
+
+    ``registry``: where the metrics are registered; a new `CollectorRegistry` by default,
+    so several exporters (and tests) never collide. ``clock``: the time used for spike
+    averages and top-K staleness (`quotaguard.testing.FakeClock` in tests).
+    ``on_spike``: called with a `SpikeEvent` when a customer's spike ratio crosses
+    ``config.spikes.ratio``. ``multiprocess``: prometheus_client multiprocess mode;
+    by default on when ``PROMETHEUS_MULTIPROC_DIR`` is set.
+
+    Never raises into the guard: a failure while aggregating is logged and dropped.
+    """
+
+    def __init__(
+        self,
+        config: ExporterConfig | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        on_spike: SpikeHook | None = None,
+        multiprocess: bool | None = None,
+    ) -> None:
+        self.config = config or ExporterConfig()
+        """The configuration."""
+        self.clock: Clock = clock or SystemClock()
+        """The clock of spike averages and top-K staleness."""
+        self.on_spike = on_spike
+        """The spike hook, or None."""
+        if multiprocess is None:
+            multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.multiprocess = multiprocess
+        """Whether prometheus_client multiprocess mode is in use."""
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        """The registry to scrape."""
+        config = self.config
+        self._decisions = Counter(
+            "quotaguard_decisions",
+            "Decisions by plan, refusing limit (empty unless denied) and outcome.",
+            ["plan", "limit", "decision"],
+            registry=None,
+        )
+        self._units = Counter(
+            "quotaguard_units_consumed",
+            "Units consumed by admitted decisions (the cost asked), per plan and limit.",
+            ["plan", "limit"],
+            registry=None,
+        )
+        self._utilization = Histogram(
+            "quotaguard_utilization_ratio",
+            "Used over quota of each limit at decision time.",
+            ["plan", "limit"],
+            buckets=config.utilization_buckets,
+            registry=None,
+        )
+        self._latency = Histogram(
+            "quotaguard_backend_latency_seconds",
+            "Time the backend took to decide, in seconds.",
+            ["backend"],
+            buckets=config.latency_buckets,
+            registry=None,
+        )
+        self._errors = Counter(
+            "quotaguard_backend_errors",
+            "Backend failures handled by the failure policy, by backend and reason.",
+            ["backend", "reason"],
+            registry=None,
+        )
+        self._near_limit = Gauge(
+            "quotaguard_near_limit_customers",
+            "Tracked customers at or above a utilisation threshold of a limit.",
+            ["plan", "limit", "threshold"],
+            registry=None,
+            multiprocess_mode="livemax",
+        )
+        self._build_info = Gauge(
+            "quotaguard_build_info",
+            "Always 1; the version label is quotaguard's version.",
+            ["version"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        self._build_info.labels(__version__).set(1)
+        self._metrics: tuple[Any, ...] = (
+            self._decisions,
+            self._units,
+            self._utilization,
+            self._latency,
+            self._errors,
+            self._near_limit,
+            self._build_info,
+        )
+        self._plans: dict[str, _PlanInfo] = {}
+        self._tables: dict[tuple[str, str], UtilizationTable] = {}
+        self._other: dict[tuple[str, str, str], Any] = {}
+        self._reasons: set[str] = set()
+        self.spikes: SpikeDetector | None = (
+            SpikeDetector(config.spikes) if config.spikes.enabled else None
+        )
+        """The spike detector (None when disabled)."""
+        self._buffer: list[Decision] = []
+        self._elapsed: list[float] = []
+        self._backend = ""
+        self._other_elapsed: dict[str, list[float]] = {}
+        self._batch = config.batch_size
+        self._deadline = _monotonic() + config.flush_interval
+        self._next_snapshot = 0.0
+        self._lock = threading.RLock()
+        self._snapshots = None
+        if multiprocess:
+            from quotaguard.metrics.multiprocess import MultiprocessCollector, SnapshotWriter
+
+            self._snapshots = SnapshotWriter()
+            self.registry.register(MultiprocessCollector(self))
+        else:
+            self.registry.register(_Collector(self))
+
+    # -- Observer ---------------------------------------------------------------------
+
+    def on_decision(self, decision: Decision, backend: str, elapsed: float) -> None:
+        """Buffer one decision (the guard calls this after every decision)."""
+        buffer = self._buffer
+        buffer.append(decision)
+        if backend is self._backend or backend == self._backend:
+            self._elapsed.append(elapsed)
+        else:
+            self._other_backend(backend, elapsed)
+        if len(buffer) >= self._batch or _monotonic() >= self._deadline:
+            self.flush()
+
+    def on_backend_error(self, backend: str, error: BackendUnavailable) -> None:
+        """Count a backend failure by ``reason`` (timeout, connection, error class)."""
+        try:
+            reason = _reason(error)
+            with self._lock:
+                if reason not in self._reasons:
+                    if len(self._reasons) >= self.config.max_reasons:
+                        reason = "other"
+                    self._reasons.add(reason)
+                self._errors.labels(backend, reason).inc()
+        except Exception:  # pragma: no cover - never raise into the guard
+            logger.exception("quotaguard exporter failed to count a backend error")
+
+    def _other_backend(self, backend: str, elapsed: float) -> None:
+        with self._lock:
+            if not self._backend:
+                self._backend = backend
+                self._elapsed.append(elapsed)
+            else:
+                self._other_elapsed.setdefault(backend, []).append(elapsed)
+
+    # -- aggregation ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Aggregate the buffered decisions now (scrapes do this by themselves)."""
+        events: list[SpikeEvent] = []
+        with self._lock:
+            self._deadline = _monotonic() + self.config.flush_interval
+            try:
+                events = self._flush_locked()
+            except Exception:
+                logger.exception("quotaguard exporter failed to aggregate decisions")
+        for event in events:
+            self._fire(event)
+
+    def _fire(self, event: SpikeEvent) -> None:
+        hook = self.on_spike
+        if hook is None:
+            return
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("quotaguard spike hook %r failed", hook)
+
+    def _now(self) -> float:
+        return self.clock.now_us() / 1_000_000
+
+    def _flush_locked(self) -> list[SpikeEvent]:
+        # Slice then delete: appends racing with the flush stay in the buffer.
+        buffer = self._buffer
+        count = len(buffer)
+        decisions = buffer[:count]
+        del buffer[:count]
+        elapsed = self._elapsed
+        count = len(elapsed)
+        latencies = elapsed[:count]
+        del elapsed[:count]
+        bounds = self.config.latency_buckets
+        if latencies:
+            _observe_many(self._latency.labels(self._backend), bounds, latencies)
+        if self._other_elapsed:
+            others, self._other_elapsed = self._other_elapsed, {}
+            for backend, values in others.items():
+                _observe_many(self._latency.labels(backend), bounds, values)
+        now = self._now()
+        events = self._aggregate(decisions, now) if decisions else []
+        if self.spikes is not None and not decisions:
+            events = self.spikes.fold(now) if self.spikes.pending else []
+        if self._snapshots is not None and _monotonic() >= self._next_snapshot:
+            self._next_snapshot = _monotonic() + self.config.snapshot_interval
+            self._refresh_near_limit(now)
+            self._snapshots.write(self._top_utilization(now), self._top_spikes(now), now)
+        return events
+
+    def _aggregate(self, decisions: list[Decision], now: float) -> list[SpikeEvent]:
+        groups: dict[str | None, list[Decision]] = {}
+        plans = list(map(_PLAN, decisions))
+        if plans.count(plans[0]) == len(plans):  # one plan (counted in C)
+            groups[plans[0]] = decisions
+        for decision in decisions if not groups else ():
+            plan = decision[3]
+            group = groups.get(plan)
+            if group is None:
+                groups[plan] = [decision]
+            else:
+                group.append(decision)
+        events: list[SpikeEvent] = []
+        for plan, group in groups.items():
+            if plan is None:
+                for outcome, n in TallyCounter(map(_OUTCOME, group)).items():
+                    self._other_child("", "", outcome).inc(n)
+                continue
+            events.extend(self._aggregate_plan(plan, group, now))
+        return events
+
+    def _plan_info(self, plan: str, first: Decision) -> _PlanInfo:
+        info = self._plans.get(plan)
+        statuses = first.limits
+        if (
+            info is None
+            or len(info.names) != len(statuses)
+            or any(
+                status.limit.name != name for status, name in zip(statuses, info.names, strict=True)
+            )
+        ):
+            info = self._plans[plan] = _PlanInfo(self, plan, statuses)
+        return info
+
+    def _other_child(self, plan: str, limit: str, outcome: str) -> Any:
+        key = (plan, limit, outcome)
+        child = self._other.get(key)
+        if child is None:
+            child = self._other[key] = self._decisions.labels(plan, limit, outcome)
+        return child
+
+    def _table(self, plan: str, limit: str, capacity: int, minimum: float) -> UtilizationTable:
+        key = (plan, limit)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = UtilizationTable(capacity, minimum, self.config.stale_after)
+        return table
+
+    def _aggregate_plan(self, plan: str, group: list[Decision], now: float) -> list[SpikeEvent]:
+        outcomes = list(map(_OUTCOME, group))
+        allowed = outcomes.count(_ALLOWED)  # identity compare in C (Enum hashing is not)
+        limits_list = list(map(_LIMITS, group))
+        width = len(limits_list[0])
+        if len(set(map(len, limits_list))) != 1:
+            # Mixed shapes under one plan name (a catalogue change): one decision at a time.
+            events: list[SpikeEvent] = []
+            for decision in group:
+                events.extend(self._aggregate_plan(plan, [decision], now))
+            return events
+        info = self._plan_info(plan, group[0])
+        costs = list(map(_COST, group))
+        numeric = set(map(type, costs)) <= _NUMBERS
+        if allowed:
+            info.allowed.inc(allowed)
+            if allowed == len(group):
+                admitted = costs
+            else:
+                admitted = [c for c, o in zip(costs, outcomes, strict=True) if o is _ALLOWED]
+            if numeric:
+                total = math.fsum(admitted)
+                for _, child in info.units:
+                    child.inc(total)
+            else:  # per-unit costs: each limit is charged its own unit
+                for limit_spec, child in info.units:
+                    child.inc(math.fsum([charge(limit_spec, c) for c in admitted]))
+        if allowed != len(group):
+            refused: TallyCounter[tuple[str, str]] = TallyCounter(
+                (_binding_limit(d), d[1].value) for d in group if d[1] is not _ALLOWED
+            )
+            for (limit, outcome), n in refused.items():
+                self._other_child(plan, limit, outcome).inc(n)
+        customers = list(map(_CUSTOMER, group))
+        customer_set: set[str] | None = None
+        bounds = self.config.utilization_buckets
+        for i in range(width):
+            statuses = list(map(itemgetter(i), limits_list))
+            used = list(map(_USED, statuses))
+            table = info.tables[i]
+            floor = table.floor
+            values: list[float] | None = None
+            if len(set(map(id, map(_LIMIT, statuses)))) == 1:
+                # One quota for all (no overrides): bucket the raw ``used`` in C.
+                quota = statuses[0][0].quota
+                _observe_scaled(info.hists[i], bounds, used, quota)
+                candidates = max(used) >= floor * quota
+            else:  # per-customer overrides: quotas differ
+                values = [status[3] / status[0].quota for status in statuses]
+                _observe_scaled(info.hists[i], bounds, values, 1)
+                candidates = max(values) >= floor
+            updates: list[tuple[str, float]] = []
+            if candidates:
+                if values is None:
+                    values = [x / quota for x in used]
+                updates = [(c, v) for c, v in zip(customers, values, strict=True) if v >= floor]
+            if len(table):
+                if customer_set is None:
+                    customer_set = set(customers)
+                hits = table.tracked_among(customer_set)
+                if hits:
+                    if values is None:
+                        values = [x / quota for x in used]
+                    latest = dict(zip(customers, values, strict=True))
+                    updates.extend((c, latest[c]) for c in hits)
+            if updates:
+                table.offer(updates, now)
+        if self.spikes is not None:
+            spike_limit = info.spike_limit
+            if spike_limit is None:
+                units: list[float] = [1.0] * len(costs)
+            elif numeric:
+                units = costs
+            else:
+                units = [charge(spike_limit, c) for c in costs]
+            return self.spikes.record(customers, units, plan, now)
+        return []
+
+    # -- views ------------------------------------------------------------------------
+
+    def _top_utilization(self, now: float) -> list[tuple[str, str, str, float]]:
+        rows = []
+        k = self.config.top_k
+        for (plan, limit), table in list(self._tables.items()):
+            for customer, value in table.top(k, now):
+                rows.append((customer, plan, limit, value))
+        return rows
+
+    def _top_spikes(self, now: float) -> list[tuple[str, str, float]]:
+        if self.spikes is None:
+            return []
+        k = self.config.top_k
+        rows = self.spikes.top(len(self.spikes), now)
+        per_plan: dict[str, int] = {}
+        kept = []
+        for customer, plan, ratio in rows:  # highest first
+            if per_plan.get(plan, 0) < k:
+                per_plan[plan] = per_plan.get(plan, 0) + 1
+                kept.append((customer, plan, ratio))
+        return kept
+
+    def _refresh_near_limit(self, now: float) -> None:
+        thresholds = self.config.near_limit
+        labels = [f"{t:g}" for t in thresholds]
+        for (plan, limit), table in list(self._tables.items()):
+            counts = table.count_at_least(thresholds, now)
+            for label, count in zip(labels, counts, strict=True):
+                self._near_limit.labels(plan, limit, label).set(count)
+
+    def publish(self) -> None:
+        """Flush now and, in multiprocess mode, republish this process's top-K snapshot."""
+        self._next_snapshot = 0.0
+        self.flush()
+
+    def top_utilization(self) -> list[tuple[str, str, str, float]]:
+        """The top-K utilisation view now: ``(customer, plan, limit, ratio)`` rows."""
+        self.flush()
+        with self._lock:
+            return self._top_utilization(self._now())
+
+    def top_spikes(self) -> list[tuple[str, str, float]]:
+        """The top-K spike view now: ``(customer, plan, ratio)`` rows, highest first."""
+        self.flush()
+        with self._lock:
+            return self._top_spikes(self._now())
+
+    def collect_local(self) -> Iterator[Metric]:
+        """The metrics of this process, top-K gauges included.
+
+        This is what a scrape returns in single-process mode.
+        """
+        self.flush()
+        with self._lock:
+            now = self._now()
+            self._refresh_near_limit(now)
+            utilization = self._top_utilization(now)
+            spikes = self._top_spikes(now)
+            metrics = [metric for collector in self._metrics for metric in collector.collect()]
+        yield from metrics
+        yield utilization_family(utilization)
+        if self.spikes is not None:
+            yield spike_family(spikes)
+
+    def asgi_app(self) -> Any:
+        """An ASGI app serving this exporter's registry (prometheus_client's own)."""
+        from quotaguard.metrics.app import make_metrics_app
+
+        return make_metrics_app(self)
+
+
+def utilization_family(rows: Iterable[tuple[str, str, str, float]]) -> GaugeMetricFamily:
+    """``quotaguard_top_customer_utilization_ratio`` from ``(customer, plan, limit, v)``."""
+    family = GaugeMetricFamily(
+        "quotaguard_top_customer_utilization_ratio",
+        "Used over quota of the top-K customers of each plan and limit (latest decision).",
+        labels=["customer", "plan", "limit"],
+    )
+    for customer, plan, limit, value in rows:
+        family.add_metric([customer, plan, limit], value)
+    return family
+
+
+def spike_family(rows: Iterable[tuple[str, str, float]]) -> GaugeMetricFamily:
+    """``quotaguard_top_customer_spike_ratio`` from ``(customer, plan, ratio)`` rows."""
+    family = GaugeMetricFamily(
+        "quotaguard_top_customer_spike_ratio",
+        "Short-window rate over the customer's own long-window baseline, top-K per plan.",
+        labels=["customer", "plan"],
+    )
+    for customer, plan, ratio in rows:
+        family.add_metric([customer, plan], ratio)
+    return family
+
+
+class _Collector(Collector):
+    """Single-process scrape: flush, then every metric and the top-K views."""
+
+    def __init__(self, exporter: PrometheusExporter) -> None:
+        self._exporter = exporter
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._exporter.collect_local())
+
+    def describe(self) -> Iterable[Metric]:
+        return []
