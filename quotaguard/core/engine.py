@@ -53,26 +53,34 @@ def evaluate(
     store are the inputs unchanged and the statuses of the limits that would have
     admitted the cost show them as they are (nothing consumed).
     """
-    if cost.__class__ is int or cost.__class__ is float:
-        results = [
-            CHECKS[limit.__class__](limit, state, now, cost, lease)
-            for limit, state in zip(limits, states, strict=True)
-        ]
-    else:
-        results = [
-            CHECKS[limit.__class__](limit, state, now, charge(limit, cost), lease)
-            for limit, state in zip(limits, states, strict=True)
-        ]
+    number = cost.__class__ is int or cost.__class__ is float
+    if number and len(limits) == 1:  # the common single-limit plan, without the loop
+        limit = limits[0]
+        state, status, until = CHECKS[limit.__class__](
+            limit,
+            states[0],
+            now,
+            cost,
+            lease,  # type: ignore[arg-type]
+        )
+        if status[1]:
+            return True, [state], (status,), until
+        return False, list(states), (status,), until
+    new_states: list[Any] = []
+    statuses: list[LimitStatus] = []
     allowed = True
     expiry: float = now
-    for _, status, until in results:
+    for limit, state in zip(limits, states, strict=True):
+        amount: Any = cost if number else charge(limit, cost)
+        new_state, status, until = CHECKS[limit.__class__](limit, state, now, amount, lease)
+        new_states.append(new_state)
+        statuses.append(status)
         if not status[1]:
             allowed = False
         if until > expiry:
             expiry = until
-    statuses = [result[1] for result in results]
     if allowed:
-        return True, [result[0] for result in results], tuple(statuses), expiry
+        return True, new_states, tuple(statuses), expiry
     for index, limit in enumerate(limits):
         if statuses[index].allowed:
             _, peeked, _ = CHECKS[limit.__class__](limit, states[index], now, 0, None)

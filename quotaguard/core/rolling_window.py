@@ -23,6 +23,7 @@ from quotaguard.core.policy import RollingWindow
 from quotaguard.core.token_bucket import EPSILON
 
 _new = tuple.__new__
+_floor = math.floor
 
 State = tuple[float, ...] | None
 
@@ -122,7 +123,7 @@ def check(
                 state = (total, *state[1:], current, cost)
     # the status of the admitted request, as `status` computes it
     total = state[0]
-    remaining = math.floor(spec.quota - total + EPSILON)
+    remaining = _floor(spec.quota - total + EPSILON)
     end = state[-2] + window
     last_drop = end - end % granularity + granularity
     if remaining > 0:
