@@ -1,0 +1,140 @@
+"""The asyncio Redis backend: `AsyncRedisBackend` (``redis.asyncio`` clients).
+
+Only the I/O lives here; everything else is in `quotaguard.backends.redis.codec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, TypeVar
+
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+
+from quotaguard.backends.base import LeaseRequest, MetaChange
+from quotaguard.clock import Clock
+from quotaguard.core.catalogue import PlanCatalogue
+from quotaguard.core.customer import CustomerMeta
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.policy import Cost
+
+from .codec import (
+    SCRIPTS,
+    Call,
+    CommandCall,
+    Operation,
+    RedisBackendBase,
+    ReserveCall,
+    ScriptCall,
+    unavailable,
+)
+
+T = TypeVar("T")
+
+
+class AsyncRedisBackend(RedisBackendBase):
+    """The asyncio twin of `RedisBackend`, on ``redis.asyncio.Redis`` or ``RedisCluster``."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | RedisCluster,
+        *,
+        prefix: str = "qg",
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(prefix, clock)
+        self.client = client
+        """The redis-py asyncio client."""
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(source) for name, source in SCRIPTS.items()
+        }
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisBackend({self.client!r}, prefix={self.keys.prefix!r})"
+
+    async def _run(self, operation: Operation[T]) -> T:
+        try:
+            call = next(operation)
+            while True:
+                call = operation.send(await self._execute(call))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _execute(self, call: Call) -> Any:
+        try:
+            if isinstance(call, ScriptCall):
+                return await self._scripts[call.script](call.keys, call.args)
+            if isinstance(call, CommandCall):
+                return await self.client.execute_command(*call.args)
+            return await self._reserve(call)
+        except RedisError as error:
+            raise unavailable(error) from error
+
+    async def _reserve(self, call: ReserveCall) -> Any:
+        script = self._scripts[call.call.script]
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command(
+                "EVALSHA", script.sha, len(call.call.keys), *call.call.keys, *call.call.args
+            )
+            pipe.set(call.owner_key, call.owner, px=call.px)
+            replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], NoScriptError):
+                script.sha = await self.client.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies[0]
+        raise NoScriptError("NOSCRIPT persists after SCRIPT LOAD")
+
+    async def decide(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: Cost,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+        lease: LeaseRequest | None,
+        shadow: bool,
+    ) -> Decision:
+        """See `quotaguard.backends.base.Backend.decide`."""
+        return await self._run(
+            self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+        )
+
+    async def settle(
+        self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
+    ) -> Settlement:
+        """See `quotaguard.backends.base.Backend.settle`."""
+        return await self._run(self._settle(lease_id, actual, now))
+
+    async def peek(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+    ) -> tuple[str, tuple[LimitStatus, ...]]:
+        """See `quotaguard.backends.base.Backend.peek`."""
+        return await self._run(self._peek(catalogue, customer, scope, plan, now))
+
+    async def load_meta(self, customer: str) -> CustomerMeta:
+        """See `quotaguard.backends.base.Backend.load_meta`."""
+        return await self._run(self._load_meta(customer))
+
+    async def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
+        """See `quotaguard.backends.base.Backend.update_meta`."""
+        return await self._run(self._update_meta(customer, change))
+
+    async def reset(self, customer: str, limits: Collection[str] | None) -> None:
+        """See `quotaguard.backends.base.Backend.reset`."""
+        await self._run(self._reset(customer, limits))
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()

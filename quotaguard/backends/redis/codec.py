@@ -1,0 +1,489 @@
+"""What the sync and async Redis backends share: arguments, replies and operations.
+
+The operations are written once, as sans-I/O generators.
+
+An operation is a generator that yields calls (`ScriptCall`, `CommandCall`,
+`ReserveCall`) and receives each call's reply; the sync backend answers with
+``client...(...)``, the async one with ``await client...(...)``. That is the only
+difference between them.
+
+The decision itself is built here by quotaguard.core, from the states the script
+returns: the Lua reproduces the core's arithmetic to decide and store, and the core
+builds the very `Decision` the memory backend would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Collection, Generator
+from importlib import resources
+from typing import Any, TypeVar, cast
+
+import attrs
+
+from quotaguard.backends.base import LeaseRequest
+from quotaguard.clock import Clock
+from quotaguard.core import engine
+from quotaguard.core.catalogue import PlanCatalogue
+from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.errors import BackendUnavailable, LeaseError
+from quotaguard.core.policy import (
+    Concurrency,
+    Cost,
+    Limit,
+    Plan,
+    RollingWindow,
+    TokenBucket,
+    charge,
+)
+from quotaguard.core.rates import Rate
+
+from .keys import KeySchema, encode_id
+
+T = TypeVar("T")
+
+SCRIPT_NAMES = ("decide", "settle", "meta")
+"""The Lua scripts, one ``<name>.lua`` file each beside this module."""
+
+_MAX_RETRIES = 8
+_CACHE_SIZE = 10_000
+
+
+def script_source(name: str) -> str:
+    """The text of the Lua script ``name``."""
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+SCRIPTS = {name: script_source(name) for name in SCRIPT_NAMES}
+"""Script name -> Lua source."""
+
+
+@attrs.frozen
+class ScriptCall:
+    """Run a registered script (EVALSHA, reloaded transparently after NOSCRIPT)."""
+
+    script: str
+    keys: list[str]
+    args: list[str]
+
+
+@attrs.frozen
+class CommandCall:
+    """Run one plain command, e.g. ``("HMGET", key, "v", "m")``."""
+
+    args: tuple[str, ...]
+
+
+@attrs.frozen
+class ReserveCall:
+    """A decide script and a SET of the lease owner, pipelined in one round trip."""
+
+    call: ScriptCall
+    owner_key: str
+    owner: str
+    px: int
+
+
+Call = ScriptCall | CommandCall | ReserveCall
+Operation = Generator[Call, Any, T]
+
+
+def unavailable(error: BaseException) -> BackendUnavailable:
+    """The `BackendUnavailable` raised for a redis-py error (chain it with ``from``)."""
+    return BackendUnavailable(f"redis: {error.__class__.__name__}: {error}")
+
+
+# -- numbers and states --------------------------------------------------------------
+
+
+def fmt(value: float) -> str:
+    """A number as text that Lua's tonumber reads back to the same double."""
+    return repr(value)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+
+
+def _num(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def parse_state(limit: Limit, raw: Any) -> Any:
+    """A limit's state, as quotaguard.core holds it, from its stored or replied text."""
+    if raw is None:
+        return None
+    text = _text(raw)
+    if limit.__class__ is TokenBucket:
+        return int(text)
+    if limit.__class__ is RollingWindow:
+        return _rolling(text, limit.granularity_us)
+    slots: list[str | float] = []
+    for entry in text.split(";")[:-1]:
+        token, _, expiry = entry.partition(",")
+        slots += (token, int(expiry))
+    return tuple(slots) if slots else None
+
+
+def _rolling(text: str, granularity: int) -> tuple[float, ...]:
+    head, semicolon, body = text.partition(";")
+    total_s, first_s, last_s, last_count_s = head.split(",")
+    total, first, last = _num(total_s), int(first_s), int(last_s)
+    if not semicolon:
+        # the head only: enough when no walk over the buckets is needed
+        if first == last:
+            return (total, last * granularity, _num(last_count_s))
+        return (total, first * granularity, 0, last * granularity, _num(last_count_s))
+    state: list[float] = [total]
+    index = first
+    for entry in body.split(";")[:-1]:
+        count, _, delta = entry.partition(":")
+        state += (index * granularity, _num(count))
+        index += int(delta) if delta else 1
+    state += (last * granularity, _num(last_count_s))
+    return tuple(state)
+
+
+# -- plans and settings --------------------------------------------------------------
+
+
+def limit_args(limit: Limit) -> tuple[str, str, str, str, str]:
+    """The five ARGV items describing a limit to the scripts."""
+    if isinstance(limit, TokenBucket):
+        return ("t", limit.name, fmt(limit.interval_us), str(limit.capacity), "")
+    if isinstance(limit, RollingWindow):
+        return (
+            "r",
+            limit.name,
+            str(limit.quota),
+            str(limit.window_us),
+            str(limit.granularity_us),
+        )
+    return ("c", limit.name, str(limit.max_in_flight), str(limit.lease_ttl_us), "")
+
+
+def _limit_json(limit: Limit) -> dict[str, Any]:
+    if isinstance(limit, TokenBucket):
+        return {
+            "k": "t",
+            "n": limit.name,
+            "c": limit.capacity,
+            "a": limit.refill.amount,
+            "p": limit.refill.period_us,
+            "u": limit.unit,
+        }
+    if isinstance(limit, RollingWindow):
+        return {
+            "k": "r",
+            "n": limit.name,
+            "q": limit.quota,
+            "w": limit.window_us,
+            "g": limit.granularity_us,
+            "u": limit.unit,
+        }
+    return {
+        "k": "c",
+        "n": limit.name,
+        "m": limit.max_in_flight,
+        "t": limit.lease_ttl_us,
+        "u": limit.unit,
+    }
+
+
+def _limit_from_json(data: dict[str, Any]) -> Limit:
+    kind = data["k"]
+    if kind == "t":
+        return TokenBucket(data["n"], data["c"], Rate(data["a"], data["p"]), unit=data["u"])
+    if kind == "r":
+        return RollingWindow(data["n"], data["q"], data["w"] / 1e6, data["g"] / 1e6, unit=data["u"])
+    return Concurrency(data["n"], data["m"], data["t"] / 1e6, unit=data["u"])
+
+
+def encode_meta(meta: CustomerMeta) -> str:
+    """A customer's settings as JSON ('' for the defaults)."""
+    if meta == NO_META:
+        return ""
+    revocation = meta.revocation
+    return json.dumps(
+        {
+            "p": meta.plan,
+            "o": [_limit_json(limit) for limit in meta.overrides],
+            "r": None
+            if revocation is None
+            else {
+                "reason": revocation.reason,
+                "scopes": [list(pair) for pair in revocation.allow_scopes],
+                "at": revocation.revoked_at,
+            },
+            "s": meta.shadow,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def decode_meta(raw: Any) -> CustomerMeta:
+    """A customer's settings from their JSON (None or '' for the defaults)."""
+    if not raw:
+        return NO_META
+    data = json.loads(_text(raw))
+    revocation = data["r"]
+    return CustomerMeta(
+        plan=data["p"],
+        overrides=tuple(_limit_from_json(item) for item in data["o"]),
+        revocation=None
+        if revocation is None
+        else Revocation(revocation["reason"], dict(revocation["scopes"]), revocation["at"]),
+        shadow=data["s"],
+    )
+
+
+@attrs.frozen
+class _Unit:
+    """Stands in for a limit where only its unit matters (`charge`)."""
+
+    unit: str
+
+
+def _json(cost: Cost) -> str:
+    return json.dumps(cost, separators=(",", ":"))
+
+
+def _owner(base: str, cost: Cost, limits: tuple[Limit, ...], plan_args: list[str]) -> str:
+    """What the lease owner key holds: where the lease lives and what it reserved."""
+    units = ",".join(limit.unit for limit in limits)
+    return "\n".join((base, _json(cost), units, *plan_args))
+
+
+def _peek_args(version: str, now_arg: str) -> list[str]:
+    return ["p", version, now_arg, "0", "", "", "0"]
+
+
+# -- the shared backend --------------------------------------------------------------
+
+
+class RedisBackendBase:
+    """The state and the operations shared by `RedisBackend` and `AsyncRedisBackend`.
+
+    Plan resolution: the customer's settings live in their own hash-tagged key with a
+    version. The guard's process resolves the plan from the settings it last saw
+    (cached per customer) and sends that version; the script checks it in the same
+    round trip and, if the settings changed, answers with the new ones instead of
+    deciding, and the call is resolved again and retried.
+    """
+
+    name = "redis"
+
+    def __init__(self, prefix: str = "qg", clock: Clock | None = None) -> None:
+        self.keys = KeySchema(prefix)
+        """The key names."""
+        self.clock = clock
+        """The clock used when a call passes no time; None: the Redis server's TIME."""
+        self._meta: dict[str, tuple[str, CustomerMeta]] = {}
+        self._plans: dict[Plan, list[str]] = {}
+        self._owners: dict[str, str] = {}
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _now_arg(self, now: int | None) -> str:
+        if now is None:
+            if self.clock is None:
+                return ""
+            now = self.clock.now_us()
+        return str(now)
+
+    def _plan_args(self, plan: Plan) -> list[str]:
+        args = self._plans.get(plan)
+        if args is None:
+            args = [item for limit in plan.limits for item in limit_args(limit)]
+            if len(self._plans) >= 1024:
+                self._plans.clear()
+            self._plans[plan] = args
+        return args
+
+    def _remember(self, customer: str, version: Any, raw: Any) -> CustomerMeta:
+        version = _text(version) if version else ""
+        meta = decode_meta(raw) if version else NO_META
+        if version:
+            if len(self._meta) >= _CACHE_SIZE:
+                self._meta.clear()
+            self._meta[customer] = (version, meta)
+        else:
+            self._meta.pop(customer, None)
+        return meta
+
+    # -- operations ------------------------------------------------------------------
+
+    def _decide(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: Cost,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+        lease: LeaseRequest | None,
+        shadow: bool,
+    ) -> Operation[Decision]:
+        base, state_key, meta_key = self.keys.customer(customer)
+        now_arg = self._now_arg(now)
+        number = cost.__class__ is int or cost.__class__ is float
+        cost_arg = fmt(cost) if number else ""  # type: ignore[arg-type]
+        for _ in range(_MAX_RETRIES):
+            version, meta = self._meta.get(customer, ("", NO_META))
+            target = resolve(catalogue, meta if version else None, plan, scope)
+            if target.__class__ is Revocation:
+                reply = yield ScriptCall(
+                    "decide", [meta_key, state_key, state_key], _peek_args(version, now_arg)
+                )
+                if reply[0] == 0:
+                    self._remember(customer, reply[1], reply[2])
+                    continue
+                return engine.revoked(customer, scope, cost, target.reason)
+            target = cast(Plan, target)
+            limits = target.limits
+            plan_args = self._plan_args(target)
+            amounts = () if number else tuple(fmt(charge(limit, cost)) for limit in limits)
+            if lease is None:
+                reply = yield ScriptCall(
+                    "decide",
+                    [meta_key, state_key, state_key],
+                    ["d", version, now_arg, cost_arg, "", "", "0", *plan_args, *amounts],
+                )
+                token = ""
+            else:
+                token = encode_id(lease[0])
+                record_ttl = engine.lease_ttl(limits, lease[1])
+                owner = _owner(base, cost, limits, plan_args)
+                reply = yield ReserveCall(
+                    ScriptCall(
+                        "decide",
+                        [meta_key, state_key, self.keys.lease(base, token)],
+                        [
+                            "d",
+                            version,
+                            now_arg,
+                            cost_arg,
+                            token,
+                            "" if lease[1] is None else str(lease[1]),
+                            str(record_ttl),
+                            *plan_args,
+                            *amounts,
+                        ],
+                    ),
+                    self.keys.lease_owner(token),
+                    owner,
+                    max(1, math.ceil(2 * record_ttl / 1000)),
+                )
+            if reply[0] == 0:
+                self._remember(customer, reply[1], reply[2])
+                continue
+            at = int(reply[1])
+            states = [parse_state(limit, reply[3 + index]) for index, limit in enumerate(limits)]
+            allowed, _, statuses, _ = engine.evaluate(limits, states, at, cost, lease)
+            if allowed is not (reply[2] == 1):
+                raise BackendUnavailable(
+                    f"redis: the decide script and quotaguard.core disagree for {customer!r}"
+                )
+            if allowed and token:
+                if len(self._owners) >= _CACHE_SIZE:
+                    self._owners.clear()
+                self._owners[token] = owner
+            if version and meta.shadow is not None:
+                shadow = bool(meta.shadow)
+            else:
+                shadow = bool(shadow or target.shadow)
+            return engine.decision(customer, target, scope, cost, allowed, statuses, shadow)
+        raise BackendUnavailable(f"redis: the settings of {customer!r} keep changing")
+
+    def _settle(self, lease_id: str, actual: Cost, now: int | None) -> Operation[Settlement]:
+        token = encode_id(lease_id)
+        owner = self._owners.pop(token, None)
+        if owner is None:
+            raw = yield CommandCall(("GET", self.keys.lease_owner(token)))
+            if raw is None:
+                raise LeaseError(f"unknown or expired lease {lease_id!r}")
+            owner = _text(raw)
+        base, estimate_json, units, *plan_args = owner.split("\n")
+        estimate = json.loads(estimate_json)
+        deltas = [
+            fmt(charge(_Unit(unit), actual) - charge(_Unit(unit), estimate))  # type: ignore[arg-type]
+            for unit in units.split(",")
+            if unit
+        ]
+        reply = yield ScriptCall(
+            "settle",
+            [self.keys.lease(base, token), base + ":s"],
+            [self._now_arg(now), _json(actual), token, *plan_args, *deltas],
+        )
+        if reply[0] == 0:
+            raise LeaseError(f"unknown or expired lease {lease_id!r}")
+        if reply[0] == 1:
+            return Settlement(lease_id, estimate, json.loads(_text(reply[1])), True)
+        return Settlement(lease_id, estimate, actual, False)
+
+    def _peek(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        scope: str | None,
+        plan: str | None,
+        now: int | None,
+    ) -> Operation[tuple[str, tuple[LimitStatus, ...]]]:
+        _, state_key, meta_key = self.keys.customer(customer)
+        now_arg = self._now_arg(now)
+        for _ in range(_MAX_RETRIES):
+            version, meta = self._meta.get(customer, ("", NO_META))
+            if meta.revocation is not None and meta.revocation.plan_for(scope) is None:
+                meta = attrs.evolve(meta, revocation=None)
+            target = resolve(catalogue, meta if version else None, plan, scope)
+            assert isinstance(target, Plan)
+            reply = yield ScriptCall(
+                "decide",
+                [meta_key, state_key, state_key],
+                [*_peek_args(version, now_arg), *self._plan_args(target)],
+            )
+            if reply[0] == 0:
+                self._remember(customer, reply[1], reply[2])
+                continue
+            limits = target.limits
+            states = [parse_state(limit, reply[3 + index]) for index, limit in enumerate(limits)]
+            return target.name, engine.peek(limits, states, int(reply[1]))
+        raise BackendUnavailable(f"redis: the settings of {customer!r} keep changing")
+
+    def _load_meta(self, customer: str) -> Operation[CustomerMeta]:
+        meta_key = self.keys.customer(customer)[2]
+        version, raw = yield CommandCall(("HMGET", meta_key, "v", "m"))
+        return self._remember(customer, version, raw)
+
+    def _update_meta(self, customer: str, change: Any) -> Operation[CustomerMeta]:
+        meta_key = self.keys.customer(customer)[2]
+        version, raw = yield CommandCall(("HMGET", meta_key, "v", "m"))
+        for _ in range(_MAX_RETRIES * 4):
+            current = self._remember(customer, version, raw)
+            new = change(current)
+            new_version = os.urandom(8).hex()
+            payload = encode_meta(new)
+            reply = yield ScriptCall(
+                "meta",
+                [meta_key],
+                [_text(version) if version else "", new_version, payload],
+            )
+            if reply[0] == 1:
+                self._remember(customer, new_version if payload else "", payload)
+                return new  # type: ignore[no-any-return]
+            version, raw = reply[1], reply[2]
+        raise BackendUnavailable(f"redis: the settings of {customer!r} keep changing")
+
+    def _reset(self, customer: str, limits: Collection[str] | None) -> Operation[None]:
+        state_key = self.keys.customer(customer)[1]
+        if limits is None:
+            yield CommandCall(("DEL", state_key))
+        elif limits:
+            yield CommandCall(("HDEL", state_key, *sorted(limits)))
