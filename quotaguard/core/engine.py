@@ -56,13 +56,8 @@ def evaluate(
     number = cost.__class__ is int or cost.__class__ is float
     if number and len(limits) == 1:  # the common single-limit plan, without the loop
         limit = limits[0]
-        state, status, until = CHECKS[limit.__class__](
-            limit,
-            states[0],
-            now,
-            cost,
-            lease,  # type: ignore[arg-type]
-        )
+        amount: Any = cost
+        state, status, until = CHECKS[limit.__class__](limit, states[0], now, amount, lease)
         if status[1]:
             return True, [state], (status,), until
         return False, list(states), (status,), until
@@ -71,7 +66,7 @@ def evaluate(
     allowed = True
     expiry: float = now
     for limit, state in zip(limits, states, strict=True):
-        amount: Any = cost if number else charge(limit, cost)
+        amount = cost if number else charge(limit, cost)
         new_state, status, until = CHECKS[limit.__class__](limit, state, now, amount, lease)
         new_states.append(new_state)
         statuses.append(status)
