@@ -1,0 +1,91 @@
+"""prometheus_client multiprocess mode: two worker processes, one scrape."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from quotaguard.metrics import PrometheusExporter, mark_process_dead
+
+from .conftest import run_promtool
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from quotaguard import Guard, Plan, TokenBucket
+    from quotaguard.metrics import PrometheusExporter
+
+    name, count = sys.argv[1], int(sys.argv[2])
+    exporter = PrometheusExporter()
+    assert exporter.multiprocess
+    plan = Plan("pro", [TokenBucket("burst", 100, "1/second")])
+    guard = Guard([plan], default_plan="pro", observers=[exporter])
+    for _ in range(count):
+        guard.acquire(name, 1)
+    exporter.publish()
+    print("ready", flush=True)
+    sys.stdin.readline()  # stay alive (a live worker) until the test has scraped
+    """
+)
+
+
+def test_two_processes_aggregate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, promtool: str
+) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, name, str(count)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name, count in (("alice", 30), ("bob", 50))
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        scraper = PrometheusExporter(multiprocess=True)
+        text = generate_latest(scraper.registry).decode()
+    finally:
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.close()
+            worker.wait(30)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    allowed = (("decision", "allowed"), ("limit", ""), ("plan", "pro"))
+    assert samples[("quotaguard_decisions_total", allowed)] == 80  # 30 + 50, summed
+    assert samples[("quotaguard_units_consumed_total", (("limit", "burst"), ("plan", "pro")))] == 80
+    top = {
+        dict(labels)["customer"]: v
+        for (name, labels), v in samples.items()
+        if name == "quotaguard_top_customer_utilization_ratio"
+    }
+    assert top == {"alice": pytest.approx(0.3, abs=0.02), "bob": pytest.approx(0.5, abs=0.02)}
+    near = [v for (name, labels), v in samples.items() if name == "quotaguard_near_limit_customers"]
+    assert near and all(v == 0 for v in near)
+    run_promtool(promtool, "check", "metrics", stdin=text)
+
+    # Dead workers' snapshots no longer count; mark_process_dead removes them.
+    for worker in workers:
+        mark_process_dead(worker.pid, tmp_path)
+    assert not list(tmp_path.glob("quotaguard_topk_*.json")) or all(
+        str(worker.pid) not in p.name for p in tmp_path.glob("*.json") for worker in workers
+    )
+    text = generate_latest(scraper.registry).decode()
+    assert "alice" not in text and "bob" not in text
+    assert "quotaguard_decisions_total" in text  # counters of dead workers still count
