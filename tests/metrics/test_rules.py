@@ -16,17 +16,13 @@ def test_rules_check(promtool: str) -> None:
 
 
 def test_rules_unit_tests(promtool: str) -> None:
-    output = run_promtool(
-        promtool, "test", "rules", str(DEPLOY / "prometheus" / "rules_test.yml")
-    )
+    output = run_promtool(promtool, "test", "rules", str(DEPLOY / "prometheus" / "rules_test.yml"))
     assert "SUCCESS" in output
 
 
 def test_dashboard_queries_known_metrics() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
-    exprs = [
-        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
-    ]
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     assert exprs
     known = (
         "quotaguard_decisions_total",
