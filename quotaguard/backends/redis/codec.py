@@ -123,7 +123,7 @@ def parse_state(limit: Limit, raw: Any) -> Any:
     if limit.__class__ is TokenBucket:
         return int(text)
     if limit.__class__ is RollingWindow:
-        return _rolling(text, limit.granularity_us)
+        return _rolling(text)
     slots: list[str | float] = []
     for entry in text.split(";")[:-1]:
         token, _, expiry = entry.partition(",")
@@ -131,22 +131,24 @@ def parse_state(limit: Limit, raw: Any) -> Any:
     return tuple(slots) if slots else None
 
 
-def _rolling(text: str, granularity: int) -> tuple[float, ...]:
+def _rolling(text: str) -> tuple[float, ...]:
     head, semicolon, body = text.partition(";")
-    total_s, first_s, last_s, last_count_s = head.split(",")
-    total, first, last = _num(total_s), int(first_s), int(last_s)
+    fields = head.split(",")
+    total, first, last = _num(fields[0]), int(fields[1]), int(fields[2])
+    last_count = _num(fields[3])
     if not semicolon:
         # the head only: enough when no walk over the buckets is needed
         if first == last:
-            return (total, last * granularity, _num(last_count_s))
-        return (total, first * granularity, 0, last * granularity, _num(last_count_s))
+            return (total, last, last_count)
+        return (total, first, 0, last, last_count)
+    step = int(fields[4])
     state: list[float] = [total]
-    index = first
+    start = first
     for entry in body.split(";")[:-1]:
         count, _, delta = entry.partition(":")
-        state += (index * granularity, _num(count))
-        index += int(delta) if delta else 1
-    state += (last * granularity, _num(last_count_s))
+        state += (start, _num(count))
+        start += int(delta) if delta else step
+    state += (last, last_count)
     return tuple(state)
 
 

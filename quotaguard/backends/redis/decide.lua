@@ -19,7 +19,8 @@
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), nil when
 --          empty. A rolling window's state is sent whole when the caller needs to walk
---          its buckets, else only its head "total,first,last,last_count".
+--          its buckets, else only its head "total,first,last,last_count" (bucket
+--          start times in microseconds).
 --
 -- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles.
 
@@ -55,28 +56,29 @@ local slot_ttl = tonumber(ARGV[6])
 local record_ttl = tonumber(ARGV[7])
 local EPSILON = 1e-9
 
--- rolling window state: "total,first,last,last_count;" .. body, where first/last are
--- bucket indexes (start / granularity) and body holds every bucket but the last, oldest
--- first, each "count;" or "count:delta;" (delta = index of the next bucket - its own,
--- omitted when 1).
+-- rolling window state: "total,first,last,last_count,step;" .. body, where first and
+-- last are bucket start times (microseconds) and body holds every bucket but the last,
+-- oldest first, each "count;" (the next bucket starts step later) or "count:delta;".
 local function rw_head(s)
   local sep = string.find(s, ';', 1, true)
-  local a, b, c, d = string.match(string.sub(s, 1, sep - 1), '^([^,]+),([^,]+),([^,]+),([^,]+)$')
-  return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), string.sub(s, sep + 1)}
+  local a, b, c, d, e = string.match(string.sub(s, 1, sep - 1),
+    '^([^,]+),([^,]+),([^,]+),([^,]+),([^,]+)$')
+  return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), string.sub(s, sep + 1), tonumber(e)}
 end
 
 local function rw_encode(st)
-  return f(st[1]) .. ',' .. f(st[2]) .. ',' .. f(st[3]) .. ',' .. f(st[4]) .. ';' .. st[5]
+  return f(st[1]) .. ',' .. f(st[2]) .. ',' .. f(st[3]) .. ',' .. f(st[4]) .. ',' .. f(st[6])
+    .. ';' .. st[5]
 end
 
 local function rw_evict(st, now, window, g)
   if st == nil then return nil end
   local oldest = now - math.fmod(now, g) - window
-  if st[2] * g >= oldest then return st end
-  local total, idx, body, pos = st[1], st[2], st[5], 1
+  if st[2] >= oldest then return st end
+  local total, start, body, pos, step = st[1], st[2], st[5], 1, st[6]
   local len = string.len(body)
   while pos <= len do
-    if idx * g >= oldest then break end
+    if start >= oldest then break end
     local stop = string.find(body, ';', pos, true)
     local entry = string.sub(body, pos, stop - 1)
     local colon = string.find(entry, ':', 1, true)
@@ -86,26 +88,26 @@ local function rw_evict(st, now, window, g)
       delta = tonumber(string.sub(entry, colon + 1))
     else
       count = tonumber(entry)
-      delta = 1
+      delta = step
     end
     total = total - count
-    idx = idx + delta
+    start = start + delta
     pos = stop + 1
   end
-  if pos > len and st[3] * g < oldest then return nil end
-  return {total, idx, st[3], st[4], string.sub(body, pos)}
+  if pos > len and st[3] < oldest then return nil end
+  return {total, start, st[3], st[4], string.sub(body, pos), step}
 end
 
 local function rw_add(st, now, g, amount)
-  local current = (now - math.fmod(now, g)) / g
-  if st == nil then return {amount, current, current, amount, ''} end
+  local current = now - math.fmod(now, g)
+  if st == nil then return {amount, current, current, amount, '', g} end
   if st[3] == current then
-    return {st[1] + amount, st[2], st[3], st[4] + amount, st[5]}
+    return {st[1] + amount, st[2], st[3], st[4] + amount, st[5], st[6]}
   end
   local delta = current - st[3]
   local entry = f(st[4])
-  if delta ~= 1 then entry = entry .. ':' .. f(delta) end
-  return {st[1] + amount, st[2], current, amount, st[5] .. entry .. ';'}
+  if delta ~= st[6] then entry = entry .. ':' .. f(delta) end
+  return {st[1] + amount, st[2], current, amount, st[5] .. entry .. ';', st[6]}
 end
 
 local function rw_drop(start, window, g)
@@ -169,15 +171,15 @@ for i = 1, n do
     if st ~= nil then total = st[1] end
     if total + cost > quota then
       allowed = false
-      if st ~= nil and rw_drop(st[3] * g, window, g) > expiry then
-        expiry = rw_drop(st[3] * g, window, g)
+      if st ~= nil and rw_drop(st[3], window, g) > expiry then
+        expiry = rw_drop(st[3], window, g)
       end
     else
       local after = st
       if cost > 0 then after = rw_add(st, now, g, cost) end
       if after ~= nil then
         news[i] = rw_encode(after)
-        local until_ = rw_drop(after[3] * g, window, g)
+        local until_ = rw_drop(after[3], window, g)
         if until_ > expiry then expiry = until_ end
         needs_walk[i] = math.floor(quota - after[1] + EPSILON) <= 0
       else

@@ -31,34 +31,36 @@ if bar ~= '' then return {1, settled} end
 reserved_at = tonumber(reserved_at)
 local token = ARGV[3]
 
--- rolling window: decode to arrays of bucket indexes and counts (see decide.lua)
+-- rolling window: decode to arrays of bucket starts and counts (see decide.lua)
 local function rw_decode(s)
   local sep = string.find(s, ';', 1, true)
-  local a, b, c, d = string.match(string.sub(s, 1, sep - 1), '^([^,]+),([^,]+),([^,]+),([^,]+)$')
-  local total, idx = tonumber(a), tonumber(b)
-  local idxs, counts = {}, {}
+  local a, b, c, d, e = string.match(string.sub(s, 1, sep - 1),
+    '^([^,]+),([^,]+),([^,]+),([^,]+),([^,]+)$')
+  local total, start, step = tonumber(a), tonumber(b), tonumber(e)
+  local starts, counts = {}, {}
   for entry in string.gmatch(string.sub(s, sep + 1), '([^;]+);') do
     local colon = string.find(entry, ':', 1, true)
-    idxs[#idxs + 1] = idx
+    starts[#starts + 1] = start
     if colon then
       counts[#counts + 1] = tonumber(string.sub(entry, 1, colon - 1))
-      idx = idx + tonumber(string.sub(entry, colon + 1))
+      start = start + tonumber(string.sub(entry, colon + 1))
     else
       counts[#counts + 1] = tonumber(entry)
-      idx = idx + 1
+      start = start + step
     end
   end
-  idxs[#idxs + 1] = tonumber(c)
+  starts[#starts + 1] = tonumber(c)
   counts[#counts + 1] = tonumber(d)
-  return total, idxs, counts
+  return total, starts, counts, step
 end
 
-local function rw_encode(total, idxs, counts)
-  local m = #idxs
-  local parts = {f(total) .. ',' .. f(idxs[1]) .. ',' .. f(idxs[m]) .. ',' .. f(counts[m]) .. ';'}
+local function rw_encode(total, starts, counts, step)
+  local m = #starts
+  local parts = {f(total) .. ',' .. f(starts[1]) .. ',' .. f(starts[m]) .. ',' .. f(counts[m])
+    .. ',' .. f(step) .. ';'}
   for j = 1, m - 1 do
-    local delta = idxs[j + 1] - idxs[j]
-    if delta ~= 1 then
+    local delta = starts[j + 1] - starts[j]
+    if delta ~= step then
       parts[#parts + 1] = f(counts[j]) .. ':' .. f(delta) .. ';'
     else
       parts[#parts + 1] = f(counts[j]) .. ';'
@@ -93,13 +95,13 @@ for i = 1, n do
   elseif kind == 'r' then
     local window = tonumber(ARGV[base + 3])
     local g = tonumber(ARGV[base + 4])
-    local total, idxs, counts = nil, {}, {}
+    local total, idxs, counts, step = nil, {}, {}, g
     if raw[i] then
-      total, idxs, counts = rw_decode(raw[i])
+      total, idxs, counts, step = rw_decode(raw[i])
       -- evict
       local oldest = now - math.fmod(now, g) - window
       local first = 1
-      while first <= #idxs and idxs[first] * g < oldest do
+      while first <= #idxs and idxs[first] < oldest do
         total = total - counts[first]
         first = first + 1
       end
@@ -115,9 +117,9 @@ for i = 1, n do
       end
     end
     if delta > 0 then
-      local current = (now - math.fmod(now, g)) / g
+      local current = now - math.fmod(now, g)
       if total == nil then
-        total, idxs, counts = delta, {current}, {delta}
+        total, idxs, counts, step = delta, {current}, {delta}, g
       elseif idxs[#idxs] == current then
         total = total + delta
         counts[#counts] = counts[#counts] + delta
@@ -127,7 +129,7 @@ for i = 1, n do
         counts[#counts + 1] = delta
       end
     elseif delta < 0 and total ~= nil then
-      local start = (reserved_at - math.fmod(reserved_at, g)) / g
+      local start = reserved_at - math.fmod(reserved_at, g)
       for j = 1, #idxs do
         if idxs[j] == start then
           local refund = -delta
@@ -149,8 +151,8 @@ for i = 1, n do
     if total == nil then
       news[i] = false
     else
-      news[i] = rw_encode(total, idxs, counts)
-      local stop = idxs[#idxs] * g + window
+      news[i] = rw_encode(total, idxs, counts, step)
+      local stop = idxs[#idxs] + window
       local until_ = stop - math.fmod(stop, g) + g
       if until_ > expiry then expiry = until_ end
     end
