@@ -24,15 +24,15 @@ from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, Sp
 from quotaguard.metrics.topk import UtilizationTable
 
 __all__ = [
+    "ExporterConfig",
     "LATENCY_BUCKETS",
     "MULTIPROCESS_MODES",
-    "UTILIZATION_BUCKETS",
-    "ExporterConfig",
     "PrometheusExporter",
     "SpikeConfig",
     "SpikeDetector",
     "SpikeEvent",
     "SpikeHook",
+    "UTILIZATION_BUCKETS",
     "UtilizationTable",
     "make_metrics_app",
     "mark_process_dead",

@@ -37,11 +37,11 @@ from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, Sp
 from quotaguard.metrics.topk import UtilizationTable
 
 __all__ = [
+    "ExporterConfig",
     "LATENCY_BUCKETS",
     "MULTIPROCESS_MODES",
-    "UTILIZATION_BUCKETS",
-    "ExporterConfig",
     "PrometheusExporter",
+    "UTILIZATION_BUCKETS",
 ]
 
 logger = logging.getLogger("quotaguard.metrics")
