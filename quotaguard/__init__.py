@@ -3,6 +3,7 @@
 from quotaguard._version import __version__
 from quotaguard.backends import AsyncBackend, Backend, MemoryBackend
 from quotaguard.clock import Clock, SystemClock
+from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta, Revocation
 from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
@@ -25,6 +26,7 @@ __all__ = [
     "AsyncBackend",
     "AsyncGuard",
     "AsyncLease",
+    "AuditEntry",
     "Backend",
     "BackendUnavailable",
     "Clock",

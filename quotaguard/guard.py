@@ -12,13 +12,21 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
 
 from quotaguard.backends import async_backend_from_uri, backend_from_uri
-from quotaguard.backends.base import AsyncBackend, Backend, InProcessAsync, LeaseRequest
+from quotaguard.backends.base import (
+    AsyncBackend,
+    Backend,
+    InProcessAsync,
+    LeaseRequest,
+    MetaChange,
+)
+from quotaguard.backends.memory import MemoryBackend
 from quotaguard.clock import Clock
+from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta, Revocation
 from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
@@ -57,6 +65,14 @@ class Observer(Protocol):
 
     def on_backend_error(self, backend: str, error: BackendUnavailable) -> None:
         """Called when the backend failed and the failure policy decided."""
+        ...
+
+
+class SettlementObserver(Observer, Protocol):
+    """An observer that also wants settlements (optional: checked with ``getattr``)."""
+
+    def on_settlement(self, settlement: Settlement, customer: str, plan: str | None) -> None:
+        """Called after a lease is settled for the first time."""
         ...
 
 
@@ -259,6 +275,34 @@ class GuardBase:
             self.catalogue[plan]
         return revocation
 
+    @staticmethod
+    def _audit_entry(
+        action: str, detail: str, actor: str | None, reason: str | None = None
+    ) -> AuditEntry:
+        return AuditEntry(time.time(), actor or "api", action, detail, reason)
+
+    @staticmethod
+    def _override_detail(limit: str | Limit, value: int | str | None) -> str:
+        if isinstance(limit, str):
+            return f"{limit}={'removed' if value is None else value}"
+        return f"{limit.name}={limit!r}"
+
+    @staticmethod
+    def _scopes_detail(revocation: Revocation) -> str:
+        scopes = ",".join(f"{scope}:{plan}" for scope, plan in revocation.allow_scopes)
+        return f"allow_scopes={scopes or 'none'}"
+
+    def _notify_settlement(self, settlement: Settlement, lease_customer: str | None) -> None:
+        if settlement.already_settled:
+            return
+        for observer in self.observers:
+            hook = getattr(observer, "on_settlement", None)
+            if hook is not None:
+                try:
+                    hook(settlement, lease_customer or "", None)
+                except Exception:
+                    logger.exception("quotaguard observer %r failed", observer)
+
     def _usage(
         self, customer: str, peeked: tuple[str, tuple[LimitStatus, ...]], meta: CustomerMeta
     ) -> Usage:
@@ -290,10 +334,14 @@ def _overridden(current: Limit, value: int | str) -> Limit:
     )
 
 
-def _storage(storage: str | Backend, clock: Clock | None) -> Backend:
-    if isinstance(storage, str):
-        return backend_from_uri(storage, clock)
-    return storage
+def _storage(storage: str | Backend | Any, clock: Clock | None) -> Backend:
+    if isinstance(storage, str) or not hasattr(storage, "decide"):
+        return backend_from_uri(storage, clock)  # a URI or a redis-py client
+    if _is_async(storage):
+        raise ConfigurationError(
+            f"Guard needs a synchronous backend; {storage!r} is asynchronous (use AsyncGuard)"
+        )
+    return cast(Backend, storage)
 
 
 class Guard(GuardBase):
@@ -384,10 +432,16 @@ class Guard(GuardBase):
             self._observe(decision, backend.name, started)
         return decision
 
-    def settle(self, lease_id: str, actual: Cost) -> Settlement:
-        """Charge ``actual`` for the lease instead of its estimate; a second call is a no-op."""
+    def settle(self, lease_id: str, actual: Cost, *, customer: str | None = None) -> Settlement:
+        """Charge ``actual`` for the lease instead of its estimate; a second call is a no-op.
+
+        ``customer`` is only passed on to observers.
+        """
         self._check_cost(actual, "actual cost")
-        return self.backend.settle(self.catalogue, lease_id, actual, self._now())
+        settlement = self.backend.settle(self.catalogue, lease_id, actual, self._now())
+        if self.observers:
+            self._notify_settlement(settlement, customer)
+        return settlement
 
     def usage(self, customer: str, *, scope: str | None = None, plan: str | None = None) -> Usage:
         """The customer's usage of every limit of their plan, consuming nothing."""
@@ -400,12 +454,26 @@ class Guard(GuardBase):
         """The customer's stored settings (assigned plan, overrides, revocation, shadow)."""
         return self.backend.load_meta(self._check_customer(customer))
 
-    def assign(self, customer: str, plan: str | None) -> CustomerMeta:
+    def customers(self, count: int = 10_000) -> list[str]:
+        """Up to ``count`` customers with stored usage or settings (for operator tools)."""
+        return self.backend.list_customers(count)
+
+    def audit(self, customer: str, count: int = 100) -> list[AuditEntry]:
+        """The customer's most recent audit entries (who changed what, when, why)."""
+        return self.backend.audit(self._check_customer(customer), count)
+
+    def _change(self, customer: str, change: MetaChange, entry: AuditEntry) -> CustomerMeta:
+        meta = self.backend.update_meta(customer, change)
+        self.backend.record_audit(customer, entry)
+        return meta
+
+    def assign(self, customer: str, plan: str | None, *, actor: str | None = None) -> CustomerMeta:
         """Put ``customer`` on ``plan`` for every worker (None: back to per-call/default)."""
         self._check_customer(customer)
         if plan is not None:
             self.catalogue[plan]
-        return self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, plan=plan))
+        entry = self._audit_entry("assign", f"plan={plan or 'none'}", actor)
+        return self._change(customer, lambda meta: attrs.evolve(meta, plan=plan), entry)
 
     def override(
         self,
@@ -414,6 +482,7 @@ class Guard(GuardBase):
         value: int | str | None = None,
         *,
         plan: str | None = None,
+        actor: str | None = None,
     ) -> CustomerMeta:
         """Override one limit for one customer.
 
@@ -424,7 +493,8 @@ class Guard(GuardBase):
         """
         self._check_customer(customer)
         change = self._override_change(customer, limit, value, plan)
-        return self.backend.update_meta(customer, change)
+        entry = self._audit_entry("override", self._override_detail(limit, value), actor)
+        return self._change(customer, change, entry)
 
     def revoke(
         self,
@@ -432,6 +502,7 @@ class Guard(GuardBase):
         reason: str,
         *,
         allow_scopes: Mapping[str, str] | Collection[str] | None = None,
+        actor: str | None = None,
     ) -> CustomerMeta:
         """Stop all use by ``customer`` at once, except ``allow_scopes``.
 
@@ -441,24 +512,32 @@ class Guard(GuardBase):
         """
         self._check_customer(customer)
         revocation = self._revocation(reason, _scope_map(allow_scopes))
-        return self.backend.update_meta(
-            customer, lambda meta: attrs.evolve(meta, revocation=revocation)
-        )
+        entry = self._audit_entry("revoke", self._scopes_detail(revocation), actor, reason)
+        return self._change(customer, lambda meta: attrs.evolve(meta, revocation=revocation), entry)
 
-    def restore(self, customer: str) -> CustomerMeta:
+    def restore(self, customer: str, *, actor: str | None = None) -> CustomerMeta:
         """Lift a revocation."""
         self._check_customer(customer)
-        return self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, revocation=None))
+        entry = self._audit_entry("restore", "revocation lifted", actor)
+        return self._change(customer, lambda meta: attrs.evolve(meta, revocation=None), entry)
 
-    def set_shadow(self, customer: str, shadow: bool | None) -> CustomerMeta:
+    def set_shadow(
+        self, customer: str, shadow: bool | None, *, actor: str | None = None
+    ) -> CustomerMeta:
         """Per-customer shadow mode: True (never block), False (enforce), None (inherit)."""
         self._check_customer(customer)
-        return self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, shadow=shadow))
+        entry = self._audit_entry("shadow", f"shadow={shadow}", actor)
+        return self._change(customer, lambda meta: attrs.evolve(meta, shadow=shadow), entry)
 
-    def reset(self, customer: str, limits: Collection[str] | None = None) -> None:
+    def reset(
+        self, customer: str, limits: Collection[str] | None = None, *, actor: str | None = None
+    ) -> None:
         """Forget the customer's usage of ``limits`` (all when None)."""
         self._check_customer(customer)
-        self.backend.reset(customer, None if limits is None else frozenset(limits))
+        names = None if limits is None else frozenset(limits)
+        self.backend.reset(customer, names)
+        detail = "limits=" + (",".join(sorted(names)) if names is not None else "all")
+        self.backend.record_audit(customer, self._audit_entry("reset", detail, actor))
 
     def close(self) -> None:
         """Close the backend."""
@@ -479,12 +558,19 @@ def _scope_map(scopes: Mapping[str, str] | Collection[str] | None) -> Mapping[st
     return {scope: scope for scope in scopes}
 
 
-def _async_storage(storage: str | Backend | AsyncBackend, clock: Clock | None) -> AsyncBackend:
-    if isinstance(storage, str):
-        return async_backend_from_uri(storage, clock)
+def _async_storage(
+    storage: str | Backend | AsyncBackend | Any, clock: Clock | None
+) -> AsyncBackend:
+    if isinstance(storage, str) or not hasattr(storage, "decide"):
+        return async_backend_from_uri(storage, clock)  # a URI or a redis.asyncio client
     if isinstance(storage, InProcessAsync) or _is_async(storage):
-        return storage  # type: ignore[return-value]
-    return InProcessAsync(storage)  # type: ignore[arg-type]
+        return cast(AsyncBackend, storage)
+    if isinstance(storage, MemoryBackend):
+        return InProcessAsync(storage)  # never waits on I/O, so it may run inline
+    raise ConfigurationError(
+        f"AsyncGuard needs an asynchronous backend; {storage!r} would block the event loop "
+        "(use the async variant, e.g. a redis:// URI or AsyncRedisBackend)"
+    )
 
 
 def _is_async(storage: Any) -> bool:
@@ -563,10 +649,15 @@ class AsyncGuard(GuardBase):
             self._observe(decision, backend.name, started)
         return decision
 
-    async def settle(self, lease_id: str, actual: Cost) -> Settlement:
+    async def settle(
+        self, lease_id: str, actual: Cost, *, customer: str | None = None
+    ) -> Settlement:
         """See `Guard.settle`."""
         self._check_cost(actual, "actual cost")
-        return await self.backend.settle(self.catalogue, lease_id, actual, self._now())
+        settlement = await self.backend.settle(self.catalogue, lease_id, actual, self._now())
+        if self.observers:
+            self._notify_settlement(settlement, customer)
+        return settlement
 
     async def usage(
         self, customer: str, *, scope: str | None = None, plan: str | None = None
@@ -581,12 +672,28 @@ class AsyncGuard(GuardBase):
         """See `Guard.customer`."""
         return await self.backend.load_meta(self._check_customer(customer))
 
-    async def assign(self, customer: str, plan: str | None) -> CustomerMeta:
+    async def customers(self, count: int = 10_000) -> list[str]:
+        """See `Guard.customers`."""
+        return await self.backend.list_customers(count)
+
+    async def audit(self, customer: str, count: int = 100) -> list[AuditEntry]:
+        """See `Guard.audit`."""
+        return await self.backend.audit(self._check_customer(customer), count)
+
+    async def _change(self, customer: str, change: MetaChange, entry: AuditEntry) -> CustomerMeta:
+        meta = await self.backend.update_meta(customer, change)
+        await self.backend.record_audit(customer, entry)
+        return meta
+
+    async def assign(
+        self, customer: str, plan: str | None, *, actor: str | None = None
+    ) -> CustomerMeta:
         """See `Guard.assign`."""
         self._check_customer(customer)
         if plan is not None:
             self.catalogue[plan]
-        return await self.backend.update_meta(customer, lambda meta: attrs.evolve(meta, plan=plan))
+        entry = self._audit_entry("assign", f"plan={plan or 'none'}", actor)
+        return await self._change(customer, lambda meta: attrs.evolve(meta, plan=plan), entry)
 
     async def override(
         self,
@@ -595,11 +702,13 @@ class AsyncGuard(GuardBase):
         value: int | str | None = None,
         *,
         plan: str | None = None,
+        actor: str | None = None,
     ) -> CustomerMeta:
         """See `Guard.override`."""
         self._check_customer(customer)
         change = self._override_change(customer, limit, value, plan)
-        return await self.backend.update_meta(customer, change)
+        entry = self._audit_entry("override", self._override_detail(limit, value), actor)
+        return await self._change(customer, change, entry)
 
     async def revoke(
         self,
@@ -607,32 +716,39 @@ class AsyncGuard(GuardBase):
         reason: str,
         *,
         allow_scopes: Mapping[str, str] | Collection[str] | None = None,
+        actor: str | None = None,
     ) -> CustomerMeta:
         """See `Guard.revoke`."""
         self._check_customer(customer)
         revocation = self._revocation(reason, _scope_map(allow_scopes))
-        return await self.backend.update_meta(
-            customer, lambda meta: attrs.evolve(meta, revocation=revocation)
+        entry = self._audit_entry("revoke", self._scopes_detail(revocation), actor, reason)
+        return await self._change(
+            customer, lambda meta: attrs.evolve(meta, revocation=revocation), entry
         )
 
-    async def restore(self, customer: str) -> CustomerMeta:
+    async def restore(self, customer: str, *, actor: str | None = None) -> CustomerMeta:
         """See `Guard.restore`."""
         self._check_customer(customer)
-        return await self.backend.update_meta(
-            customer, lambda meta: attrs.evolve(meta, revocation=None)
-        )
+        entry = self._audit_entry("restore", "revocation lifted", actor)
+        return await self._change(customer, lambda meta: attrs.evolve(meta, revocation=None), entry)
 
-    async def set_shadow(self, customer: str, shadow: bool | None) -> CustomerMeta:
+    async def set_shadow(
+        self, customer: str, shadow: bool | None, *, actor: str | None = None
+    ) -> CustomerMeta:
         """See `Guard.set_shadow`."""
         self._check_customer(customer)
-        return await self.backend.update_meta(
-            customer, lambda meta: attrs.evolve(meta, shadow=shadow)
-        )
+        entry = self._audit_entry("shadow", f"shadow={shadow}", actor)
+        return await self._change(customer, lambda meta: attrs.evolve(meta, shadow=shadow), entry)
 
-    async def reset(self, customer: str, limits: Collection[str] | None = None) -> None:
+    async def reset(
+        self, customer: str, limits: Collection[str] | None = None, *, actor: str | None = None
+    ) -> None:
         """See `Guard.reset`."""
         self._check_customer(customer)
-        await self.backend.reset(customer, None if limits is None else frozenset(limits))
+        names = None if limits is None else frozenset(limits)
+        await self.backend.reset(customer, names)
+        detail = "limits=" + (",".join(sorted(names)) if names is not None else "all")
+        await self.backend.record_audit(customer, self._audit_entry("reset", detail, actor))
 
     async def close(self) -> None:
         """See `Guard.close`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Protocol, runtime_checkable
 
+from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
@@ -78,6 +79,18 @@ class Backend(Protocol):
         """Forget the usage of the named limits (all when None)."""
         ...
 
+    def record_audit(self, customer: str, entry: AuditEntry) -> None:
+        """Append to the customer's audit trail (keeping the last `AUDIT_KEEP`)."""
+        ...
+
+    def audit(self, customer: str, count: int) -> list[AuditEntry]:
+        """The customer's ``count`` most recent audit entries, newest first."""
+        ...
+
+    def list_customers(self, count: int) -> list[str]:
+        """Up to ``count`` customers with stored usage or settings, in no set order."""
+        ...
+
     def close(self) -> None:
         """Release connections and resources."""
         ...
@@ -131,6 +144,18 @@ class AsyncBackend(Protocol):
 
     async def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `Backend.reset`."""
+        ...
+
+    async def record_audit(self, customer: str, entry: AuditEntry) -> None:
+        """See `Backend.record_audit`."""
+        ...
+
+    async def audit(self, customer: str, count: int) -> list[AuditEntry]:
+        """See `Backend.audit`."""
+        ...
+
+    async def list_customers(self, count: int) -> list[str]:
+        """See `Backend.list_customers`."""
         ...
 
     async def close(self) -> None:
@@ -190,6 +215,18 @@ class InProcessAsync:
     async def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `Backend.reset`."""
         self.backend.reset(customer, limits)
+
+    async def record_audit(self, customer: str, entry: AuditEntry) -> None:
+        """See `Backend.record_audit`."""
+        self.backend.record_audit(customer, entry)
+
+    async def audit(self, customer: str, count: int) -> list[AuditEntry]:
+        """See `Backend.audit`."""
+        return self.backend.audit(customer, count)
+
+    async def list_customers(self, count: int) -> list[str]:
+        """See `Backend.list_customers`."""
+        return self.backend.list_customers(count)
 
     async def close(self) -> None:
         """See `Backend.close`."""

@@ -11,7 +11,9 @@ live customer's state is never evicted.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
@@ -19,6 +21,7 @@ import attrs
 
 from quotaguard.clock import Clock, SystemClock
 from quotaguard.core import engine
+from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
 from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
@@ -106,6 +109,7 @@ class MemoryBackend:
         self._records: dict[str, Record] = {}
         self._meta: dict[str, CustomerMeta] = {}
         self._leases: dict[str, _LeaseRecord] = {}
+        self._audit: dict[str, deque[AuditEntry]] = {}
         self._locks = tuple(threading.Lock() for _ in range(stripes))
         self._mask = stripes - 1
         self._nones: dict[int, tuple[None, ...]] = {}
@@ -305,6 +309,29 @@ class MemoryBackend:
                 record[_EXTRAS] = {
                     k: v for k, v in record[_EXTRAS].items() if k not in limits
                 } or None
+
+    def record_audit(self, customer: str, entry: AuditEntry) -> None:
+        """See `quotaguard.backends.base.Backend.record_audit`."""
+        with self._lock(customer):
+            trail = self._audit.get(customer)
+            if trail is None:
+                trail = self._audit[customer] = deque(maxlen=AUDIT_KEEP)
+            trail.append(entry)
+
+    def audit(self, customer: str, count: int) -> list[AuditEntry]:
+        """See `quotaguard.backends.base.Backend.audit`."""
+        with self._lock(customer):
+            trail = self._audit.get(customer, ())
+            return list(reversed(trail))[:count]
+
+    def list_customers(self, count: int) -> list[str]:
+        """See `quotaguard.backends.base.Backend.list_customers`."""
+        found = dict.fromkeys(itertools.islice(list(self._records), count))
+        for customer in list(self._meta):
+            if len(found) >= count:
+                break
+            found.setdefault(customer)
+        return list(found)
 
     def close(self) -> None:
         """Nothing to release."""
