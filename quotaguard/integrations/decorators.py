@@ -73,7 +73,7 @@ def _resolver(
 
 
 def limit(
-    guard: Guard | AsyncGuard,
+    guard: GuardBase,
     customer: str | Callable[..., str] = "customer",
     *,
     cost: Cost | Callable[..., Cost] = 1,
@@ -92,7 +92,7 @@ def limit(
     An async function may use either guard (a sync `Guard` is fine on the memory
     backend); a sync function needs a sync `Guard`.
     """
-    if not isinstance(guard, GuardBase):
+    if not isinstance(guard, Guard | AsyncGuard):
         raise ConfigurationError(f"limit() needs a Guard or an AsyncGuard, got {guard!r}")
     if scope is not None:
         from quotaguard.guard import check_scope

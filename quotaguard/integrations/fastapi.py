@@ -1,0 +1,169 @@
+"""FastAPI helpers: a per-route limit dependency, problem+json errors and a ``/usage`` route.
+
+Importing this module imports FastAPI; nothing else in quotaguard does. ::
+
+    from quotaguard.integrations.fastapi import RateLimit, install, usage_router
+
+    app = FastAPI()
+    install(app)                                   # problem+json for refusals
+    app.include_router(usage_router(guard))        # GET /usage
+
+    @app.post("/v1/embed", dependencies=[Depends(RateLimit(guard, cost=5))])
+    async def embed(...): ...
+
+The dependency decides once per request (all of the plan's limits at once) and puts
+``RateLimit-Policy`` / ``RateLimit`` on the response FastAPI builds for the endpoint's
+return value. Refusals raise `QuotaHTTPException` (an ``HTTPException``): after
+`install` they are answered with the same problem+json bodies as the middleware.
+For costs known only after the response (streamed tokens) and for concurrency slots held
+while a request runs, use `quotaguard.integrations.asgi.QuotaMiddleware` with `Route`
+rules instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+
+from quotaguard.core.decision import Decision, Outcome
+from quotaguard.core.policy import Cost
+from quotaguard.guard import AsyncGuard, Guard
+
+from .asgi import SCOPE_KEY, RequestQuota, _identifier, as_async_guard
+from .headers import HeaderBuilder, HeaderOptions
+from .identify import Identifier, Identity
+from .problem import PROBLEM_CONTENT_TYPE, Problem, ProblemTypes, customer_required, problem_for
+from .usage import usage_document
+
+__all__ = [
+    "QuotaHTTPException",
+    "RateLimit",
+    "install",
+    "quota_exception_handler",
+    "usage_router",
+]
+
+
+class QuotaHTTPException(HTTPException):
+    """A refusal (401/403/429/503) carrying its RFC 9457 problem document."""
+
+    def __init__(self, problem: Problem, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in (*problem.headers, *extra)
+        }
+        super().__init__(problem.status, detail=problem.document, headers=headers)
+        self.problem = problem
+        """The problem to send."""
+
+
+async def quota_exception_handler(request: Request, exc: Exception) -> Response:
+    """Answer a `QuotaHTTPException` with its problem+json body and headers."""
+    assert isinstance(exc, QuotaHTTPException)
+    return Response(
+        exc.problem.body,
+        status_code=exc.status_code,
+        headers=exc.headers,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register `quota_exception_handler` on ``app``."""
+    app.add_exception_handler(QuotaHTTPException, quota_exception_handler)
+
+
+class RateLimit:
+    """A FastAPI dependency that limits the routes it is attached to.
+
+    ``Depends(RateLimit(guard, cost=1, scope=None))``; the dependency's value is the
+    `Decision`. ``cost`` is a number (in ``unit`` when given), a per-unit mapping, or a
+    callable given the `Request`. Identification as for the middleware: when the
+    middleware has already identified the request, that identity is reused.
+    """
+
+    def __init__(
+        self,
+        guard: Guard | AsyncGuard,
+        *,
+        cost: Cost | Any = 1,
+        unit: str | None = None,
+        scope: str | None = None,
+        identify: Identifier | Sequence[Identifier] | None = None,
+        anonymous: Identity | str | None = None,
+        headers: HeaderOptions | None = None,
+        problems: ProblemTypes | None = None,
+    ) -> None:
+        self.guard = as_async_guard(guard)
+        self.cost = cost
+        self.unit = unit
+        self.scope = scope
+        self.identify = _identifier(identify)
+        self.anonymous = (
+            Identity("anonymous", anonymous) if isinstance(anonymous, str) else anonymous
+        )
+        self.problems = problems or ProblemTypes()
+        self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
+
+    async def _identity(self, request: Request) -> Identity | None:
+        quota = request.scope.get(SCOPE_KEY)
+        if isinstance(quota, RequestQuota):
+            return quota.identity
+        found: Any = self.identify(request.scope)
+        if found is not None and not isinstance(found, Identity):
+            found = await found
+        return found if found is not None else self.anonymous
+
+    async def __call__(self, request: Request, response: Response) -> Decision:
+        """Decide the request; raise `QuotaHTTPException` when it is refused."""
+        identity = await self._identity(request)
+        if identity is None:
+            raise QuotaHTTPException(customer_required(request.url.path, self.problems))
+        cost = self.cost(request) if callable(self.cost) else self.cost
+        if self.unit is not None and isinstance(cost, int | float):
+            cost = {self.unit: cost}
+        decision = await self.guard.acquire(
+            identity.customer, cost, scope=self.scope, plan=identity.plan
+        )
+        extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
+        problem = problem_for(decision, request.url.path, self.problems)
+        if problem is not None:
+            raise QuotaHTTPException(problem, extra)
+        for name, value in extra:
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return decision
+
+
+def usage_router(
+    guard: Guard | AsyncGuard,
+    identify: Identifier | Sequence[Identifier] | None = None,
+    *,
+    path: str = "/usage",
+    problems: ProblemTypes | None = None,
+) -> APIRouter:
+    """An ``APIRouter`` with ``GET {path}``: the caller's remaining quota per limit.
+
+    ``?scope=benchmark`` shows the plan that applies to that scope. The response is the
+    document of `quotaguard.integrations.usage.usage_document`.
+    """
+    async_guard = as_async_guard(guard)
+    identifier = _identifier(identify)
+    types = problems or ProblemTypes()
+    router = APIRouter()
+
+    @router.get(path, summary="Your remaining quota per limit")
+    async def usage(request: Request, scope: str | None = None) -> dict[str, Any]:
+        quota = request.scope.get(SCOPE_KEY)
+        identity: Any = quota.identity if isinstance(quota, RequestQuota) else None
+        if identity is None:
+            identity = identifier(request.scope)
+            if identity is not None and not isinstance(identity, Identity):
+                identity = await identity
+        if identity is None:
+            raise QuotaHTTPException(customer_required(request.url.path, types))
+        found = await async_guard.usage(identity.customer, scope=scope, plan=identity.plan)
+        return usage_document(found)
+
+    return router
