@@ -3,6 +3,7 @@ TTLs, memory and failure policy."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import socket
 import time
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+import redis.cluster
 
 from quotaguard import (
     AsyncGuard,
@@ -23,7 +26,9 @@ from quotaguard import (
 )
 from quotaguard.backends import async_backend_from_uri, backend_from_client, backend_from_uri
 from quotaguard.backends.redis import AsyncRedisBackend, RedisBackend
+from quotaguard.backends.redis.codec import SCRIPTS
 from quotaguard.backends.redis.keys import encode_id
+from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.testing import FakeClock
 from tests import redis_support
 
@@ -139,7 +144,89 @@ def test_ids_cannot_collide_or_inject(kind: str) -> None:
             continue
         tag = key[key.index("{") + 1 : key.index("}")]
         assert tag in tags
+    assert sorted(guard.customers()) == sorted(NASTY)
     guard.close()
+
+
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_customer_listing_decodes_ids_and_keeps_to_its_prefix(kind: str) -> None:
+    client = redis_support.sync_client(kind)
+    fresh = redis_support.fresh_prefix()
+    # glob characters in a prefix are literal: "p*" must not list "pX"'s customers
+    prefixes = [f"{fresh}*?[ab]\\", f"{fresh}X?[ab]\\", f"{fresh}*?a\\"]
+    guards = [
+        Guard([WINDOW], RedisBackend(client, prefix=prefix), default_plan="w", clock=FakeClock())
+        for prefix in prefixes
+    ]
+    many = [f"c{index}" for index in range(40)] + NASTY
+    for customer in many:
+        guards[0].acquire(customer)
+    guards[0].assign("settings-only", "w")
+    guards[0].reserve("leaseholder", 1)
+    guards[1].acquire("other-prefix")
+    guards[2].acquire("third-prefix")
+    assert sorted(guards[0].customers()) == sorted([*many, "settings-only", "leaseholder"])
+    assert len(guards[0].customers(7)) == 7
+    assert guards[1].customers() == ["other-prefix"]
+    assert guards[2].customers() == ["third-prefix"]
+    for guard in guards:
+        guard.close()
+
+
+def test_audit_trail_keeps_the_newest_entries_without_expiry(server: Any) -> None:
+    client = redis_support.sync_client("standalone")
+    prefix = redis_support.fresh_prefix()
+    backend = RedisBackend(client, prefix=prefix)
+    customer = "{a}:ü b"
+    client.script_load(SCRIPTS["audit"])
+    with client.pipeline(transaction=False) as pipe:  # fast: pipelined script calls
+        for index in range(AUDIT_KEEP + 5):
+            entry = AuditEntry(float(index), "op", "assign", f"plan={index}", None)
+            pipe.evalsha(
+                backend._scripts["audit"].sha,
+                1,
+                backend.keys.audit(customer),
+                json.dumps(entry.to_dict()),
+                str(AUDIT_KEEP),
+            )
+        pipe.execute()
+    backend.record_audit(customer, AuditEntry(1e9, "ünï", "revoke", "x", "Chargeback."))
+    trail = backend.audit(customer, 5000)
+    assert len(trail) == AUDIT_KEEP
+    assert trail[0] == AuditEntry(1e9, "ünï", "revoke", "x", "Chargeback.")
+    assert [entry.detail for entry in trail[1:3]] == [
+        f"plan={AUDIT_KEEP + 4}",
+        f"plan={AUDIT_KEEP + 3}",
+    ]
+    assert trail[-1].detail == "plan=6"
+    assert backend.audit(customer, 0) == []
+    assert client.pttl(backend.keys.audit(customer)) == -1
+    assert backend.list_customers(10) == []  # an audit trail alone is not usage or settings
+    backend.close()
+
+
+def test_guards_accept_redis_py_clients(server: Any, cluster: Any) -> None:
+    prefix_free = redis_support.fresh_prefix()  # the guard uses the default prefix "qg"
+    guard = Guard(
+        [WINDOW], redis.Redis(host=redis_support.HOST, port=server.port), default_plan="w"
+    )
+    assert isinstance(guard.backend, RedisBackend)
+    assert guard.acquire(prefix_free, 10).limit("hundred").remaining == 90
+    guard.close()
+    nodes = [redis.cluster.ClusterNode(host, port) for host, port in cluster.startup]
+    guard = Guard([WINDOW], redis.cluster.RedisCluster(startup_nodes=nodes), default_plan="w")
+    assert isinstance(guard.backend, RedisBackend)
+    assert guard.acquire(prefix_free, 10).allowed
+    guard.close()
+
+    async def main() -> None:
+        client = redis.asyncio.Redis(host=redis_support.HOST, port=server.port)
+        aguard = AsyncGuard([WINDOW], client, default_plan="w")
+        assert isinstance(aguard.backend, AsyncRedisBackend)
+        assert (await aguard.acquire(prefix_free, 5)).limit("hundred").remaining == 85
+        await aguard.close()
+
+    redis_support.run(main())
 
 
 def _keys(client: Any, pattern: str) -> list[bytes]:
@@ -160,10 +247,10 @@ def test_every_usage_key_has_a_ttl(kind: str) -> None:
     lease.settle(20)
     guard.override("c", "weekly", 10)  # settings: persistent by design
     keys = _keys(client, f"{prefix}:*")
-    assert len(keys) == 4  # state, settings, lease record, lease owner
+    assert len(keys) == 5  # state, settings, audit trail, lease record, lease owner
     for key in keys:
         ttl = client.pttl(key)
-        if key.endswith(b":m"):
+        if key.endswith((b":m", b":a")):  # operator records: persistent by design
             assert ttl == -1
         else:
             assert 0 < ttl <= 7 * 24 * 3600 * 1000 + 3600 * 1000 + 1000, key

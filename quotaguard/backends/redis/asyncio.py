@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from quotaguard.backends.base import LeaseRequest, MetaChange
 from quotaguard.clock import Clock
+from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
@@ -24,9 +25,11 @@ from .codec import (
     SCRIPTS,
     Call,
     CommandCall,
+    NodesCall,
     Operation,
     RedisBackendBase,
     ReserveCall,
+    ScanCall,
     ScriptCall,
     unavailable,
 )
@@ -47,6 +50,7 @@ class AsyncRedisBackend(RedisBackendBase):
         super().__init__(prefix, clock)
         self.client = client
         """The redis-py asyncio client."""
+        self._cluster = isinstance(client, RedisCluster)
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in SCRIPTS.items()
         }
@@ -68,9 +72,22 @@ class AsyncRedisBackend(RedisBackendBase):
                 return await self._scripts[call.script](call.keys, call.args)
             if isinstance(call, CommandCall):
                 return await self.client.execute_command(*call.args)
+            if isinstance(call, ScanCall):
+                return await self._scan(call)
+            if isinstance(call, NodesCall):
+                return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
             return await self._reserve(call)
         except RedisError as error:
             raise unavailable(error) from error
+
+    async def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
+        client: Any = self.client
+        if call.node is None:
+            return await client.scan(call.cursor, match=call.match, count=call.count)  # type: ignore[no-any-return]
+        cursors, keys = await client.scan(
+            call.cursor, match=call.match, count=call.count, target_nodes=call.node
+        )
+        return next(iter(cursors.values())), keys
 
     async def _reserve(self, call: ReserveCall) -> Any:
         script = self._scripts[call.call.script]
@@ -134,6 +151,18 @@ class AsyncRedisBackend(RedisBackendBase):
     async def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `quotaguard.backends.base.Backend.reset`."""
         await self._run(self._reset(customer, limits))
+
+    async def record_audit(self, customer: str, entry: AuditEntry) -> None:
+        """See `quotaguard.backends.base.Backend.record_audit`."""
+        await self._run(self._record_audit(customer, entry))
+
+    async def audit(self, customer: str, count: int) -> list[AuditEntry]:
+        """See `quotaguard.backends.base.Backend.audit`."""
+        return await self._run(self._audit(customer, count))
+
+    async def list_customers(self, count: int) -> list[str]:
+        """See `quotaguard.backends.base.Backend.list_customers`."""
+        return await self._run(self._list_customers(count))
 
     async def close(self) -> None:
         """Close the client's connections."""

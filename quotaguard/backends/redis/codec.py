@@ -26,6 +26,7 @@ import attrs
 from quotaguard.backends.base import LeaseRequest
 from quotaguard.clock import Clock
 from quotaguard.core import engine
+from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
@@ -43,9 +44,11 @@ from quotaguard.core.rates import Rate
 
 from .keys import KeySchema, encode_id
 
+_SCAN_COUNT = 1000
+
 T = TypeVar("T")
 
-SCRIPT_NAMES = ("decide", "settle", "meta")
+SCRIPT_NAMES = ("decide", "settle", "meta", "audit")
 """The Lua scripts, one ``<name>.lua`` file each beside this module."""
 
 _MAX_RETRIES = 8
@@ -87,7 +90,22 @@ class ReserveCall:
     px: int
 
 
-Call = ScriptCall | CommandCall | ReserveCall
+@attrs.frozen
+class NodesCall:
+    """The nodes to scan: ``[None]`` on a standalone server, every primary on a cluster."""
+
+
+@attrs.frozen
+class ScanCall:
+    """One ``SCAN`` page on ``node`` (None: the standalone server); replies (cursor, keys)."""
+
+    node: Any
+    cursor: int
+    match: str
+    count: int
+
+
+Call = ScriptCall | CommandCall | ReserveCall | NodesCall | ScanCall
 Operation = Generator[Call, Any, T]
 
 
@@ -489,3 +507,33 @@ class RedisBackendBase:
             yield CommandCall(("DEL", state_key))
         elif limits:
             yield CommandCall(("HDEL", state_key, *sorted(limits)))
+
+    def _record_audit(self, customer: str, entry: AuditEntry) -> Operation[None]:
+        payload = json.dumps(entry.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        yield ScriptCall("audit", [self.keys.audit(customer)], [payload, str(AUDIT_KEEP)])
+
+    def _audit(self, customer: str, count: int) -> Operation[list[AuditEntry]]:
+        if count <= 0:
+            return []
+        raw = yield CommandCall(("LRANGE", self.keys.audit(customer), "0", str(count - 1)))
+        return [AuditEntry.from_dict(json.loads(_text(item))) for item in raw]
+
+    def _list_customers(self, count: int) -> Operation[list[str]]:
+        found: dict[str, None] = {}
+        if count <= 0:
+            return []
+        match = self.keys.customers_pattern()
+        nodes = yield NodesCall()
+        for node in nodes:
+            cursor = 0
+            while True:
+                cursor, keys = yield ScanCall(node, cursor, match, _SCAN_COUNT)
+                for key in keys:
+                    customer = self.keys.customer_of(_text(key))
+                    if customer is not None:
+                        found[customer] = None
+                        if len(found) >= count:
+                            return list(found)
+                if not cursor:
+                    break
+        return list(found)

@@ -4,6 +4,7 @@ A customer's keys all carry the same Redis Cluster hash tag, the encoded id in b
 
     <prefix>:{<id>}:s            usage state (hash: one field per limit name)
     <prefix>:{<id>}:m            settings (hash: v = version, m = JSON), no TTL
+    <prefix>:{<id>}:a            audit trail (list of JSON entries, newest first), no TTL
     <prefix>:{<id>}:l:<lease>    a lease record
     <prefix>:lease:<lease>       a lease's owner (customer and plan), own slot
 
@@ -29,6 +30,19 @@ def encode_id(value: str) -> str:
         return value
     raw = value.encode("utf-8", "surrogatepass")
     return "~" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_id(token: str) -> str:
+    """The id `encode_id` encoded into ``token``."""
+    if not token.startswith("~"):
+        return token
+    raw = token[1:]
+    return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8", "surrogatepass")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern (``SCAN MATCH``)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def check_prefix(prefix: str) -> str:
@@ -60,6 +74,27 @@ class KeySchema:
                 self._cache.clear()
             self._cache[customer] = keys
         return keys
+
+    def audit(self, customer: str) -> str:
+        """The customer's audit trail (a list, no TTL)."""
+        return self.customer(customer)[0] + ":a"
+
+    def customers_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every customer's state and settings keys."""
+        return glob_escape(self.prefix) + ":{*}:[sm]"
+
+    def customer_of(self, key: str) -> str | None:
+        """The customer whose state or settings key ``key`` is (None if it is neither)."""
+        head = self.prefix + ":{"
+        if not key.startswith(head) or key[-3:] not in ("}:s", "}:m"):
+            return None
+        token = key[len(head) : -3]
+        if not token or "{" in token or "}" in token or ":" in token:
+            return None
+        try:
+            return decode_id(token)
+        except ValueError:
+            return None
 
     def lease(self, base: str, token: str) -> str:
         """The lease record of ``token`` in the key space whose tag base is ``base``."""

@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from quotaguard.backends.base import LeaseRequest, MetaChange
 from quotaguard.clock import Clock
+from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
@@ -24,9 +25,11 @@ from .codec import (
     SCRIPTS,
     Call,
     CommandCall,
+    NodesCall,
     Operation,
     RedisBackendBase,
     ReserveCall,
+    ScanCall,
     ScriptCall,
     unavailable,
 )
@@ -52,6 +55,7 @@ class RedisBackend(RedisBackendBase):
         super().__init__(prefix, clock)
         self.client = client
         """The redis-py client."""
+        self._cluster = isinstance(client, RedisCluster)
         self._scripts: dict[str, Script] = {
             name: client.register_script(source) for name, source in SCRIPTS.items()
         }
@@ -73,9 +77,22 @@ class RedisBackend(RedisBackendBase):
                 return self._scripts[call.script](call.keys, call.args)
             if isinstance(call, CommandCall):
                 return self.client.execute_command(*call.args)  # type: ignore[no-untyped-call]
+            if isinstance(call, ScanCall):
+                return self._scan(call)
+            if isinstance(call, NodesCall):
+                return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
             return self._reserve(call)
         except RedisError as error:
             raise unavailable(error) from error
+
+    def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
+        client: Any = self.client
+        if call.node is None:
+            return client.scan(call.cursor, match=call.match, count=call.count)  # type: ignore[no-any-return]
+        cursors, keys = client.scan(
+            call.cursor, match=call.match, count=call.count, target_nodes=call.node
+        )
+        return next(iter(cursors.values())), keys
 
     def _reserve(self, call: ReserveCall) -> Any:
         script = self._scripts[call.call.script]
@@ -137,6 +154,18 @@ class RedisBackend(RedisBackendBase):
     def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `quotaguard.backends.base.Backend.reset`."""
         self._run(self._reset(customer, limits))
+
+    def record_audit(self, customer: str, entry: AuditEntry) -> None:
+        """See `quotaguard.backends.base.Backend.record_audit`."""
+        self._run(self._record_audit(customer, entry))
+
+    def audit(self, customer: str, count: int) -> list[AuditEntry]:
+        """See `quotaguard.backends.base.Backend.audit`."""
+        return self._run(self._audit(customer, count))
+
+    def list_customers(self, count: int) -> list[str]:
+        """See `quotaguard.backends.base.Backend.list_customers`."""
+        return self._run(self._list_customers(count))
 
     def close(self) -> None:
         """Close the client's connections."""
