@@ -79,8 +79,8 @@ class RateLimit:
     """A FastAPI dependency that limits the routes it is attached to.
 
     ``Depends(RateLimit(guard, cost=1, scope=None))``; the dependency's value is the
-    `Decision`. ``cost`` is a number (in ``unit`` when given), a per-unit mapping, or a
-    callable given the `Request`. Identification as for the middleware: when the
+    `Decision`. ``cost`` is a number of ``unit`` (default "requests"; None charges it
+    to every limit), a per-unit mapping, or a callable given the `Request`. Identification as for the middleware: when the
     middleware has already identified the request, that identity is reused.
     """
 
@@ -89,7 +89,7 @@ class RateLimit:
         guard: Guard | AsyncGuard,
         *,
         cost: Cost | Any = 1,
-        unit: str | None = None,
+        unit: str | None = "requests",
         scope: str | None = None,
         identify: Identifier | Sequence[Identifier] | None = None,
         anonymous: Identity | str | None = None,

@@ -49,9 +49,11 @@ def _cost(value: Cost | CostFunction) -> Cost | CostFunction:
 class Route:
     """How requests to ``path`` (and ``methods``) are charged.
 
-    ``cost`` is fixed or computed from the scope; with ``unit`` (e.g. "tokens") a
-    number is an amount of that unit, so ``requests`` limits still count the call as
-    one request (``cost=800, unit="tokens"`` charges ``{"tokens": 800}``).
+    ``cost`` is fixed or computed from the scope. A number is an amount of ``unit``
+    (default "requests"): limits counted in other units are not charged, except that
+    ``requests`` limits always count the call as one request. So ``cost=800,
+    unit="tokens"`` charges ``{"tokens": 800}`` (and one request), and the default
+    charges one request. ``unit=None`` charges the number to every limit.
 
     When the actual cost is known only after the response, ``cost`` is the estimate
     reserved up front, and the actual cost comes from the response header
@@ -67,7 +69,7 @@ class Route:
     """The methods this rule applies to (upper-case); None for all."""
     cost: Cost | CostFunction = attrs.field(default=1, converter=_cost)
     """The cost, or the estimate when the actual cost is settled later."""
-    unit: str | None = None
+    unit: str | None = "requests"
     """The unit of numeric costs, estimates and actual costs (None: every limit's)."""
     scope: str | None = None
     """The scope of the requests (e.g. "benchmark"), which revocations may allow."""
@@ -81,6 +83,8 @@ class Route:
     """The endpoint reports the actual cost itself (`report_cost`)."""
     settle_header_name: bytes | None = attrs.field(init=False, repr=False, eq=False)
     """``settle_header`` as lower-case bytes."""
+    fixed_cost: Cost | None = attrs.field(init=False, repr=False, eq=False)
+    """The cost to charge, computed once, when ``cost`` is not a callable."""
 
     @path.validator
     def _check_path(self, _: attrs.Attribute[str], value: str) -> None:
@@ -95,6 +99,10 @@ class Route:
             return None
         return self.settle_header.lower().encode("latin-1")
 
+    @fixed_cost.default
+    def _fixed(self) -> Cost | None:
+        return None if callable(self.cost) else self.charge(self.cost)
+
     def charge(self, amount: Cost) -> Cost:
         """``amount`` as the cost to charge: ``{unit: amount}`` when the route has a unit."""
         if self.unit is None or isinstance(amount, Mapping):
@@ -103,6 +111,8 @@ class Route:
 
     def cost_of(self, scope: Scope) -> Cost:
         """The cost (or estimate) of the request ``scope``."""
+        if self.fixed_cost is not None:
+            return self.fixed_cost
         cost = self.cost
         return self.charge(cost(scope) if callable(cost) else cost)
 
@@ -122,7 +132,7 @@ def exempt(path: str, methods: Iterable[str] | str | None = None) -> Route:
     return Route(path, methods, exempt=True)
 
 
-DEFAULT_ROUTE = Route("*", unit="requests")
+DEFAULT_ROUTE = Route("*")
 """Requests no rule matches cost one request (nothing from limits in other units)."""
 
 

@@ -69,7 +69,7 @@ def usage_document(usage: Usage) -> dict[str, Any]:
 class UsageEndpoint:
     """An ASGI app answering ``GET`` with the caller's own usage document.
 
-    Mount it where you like (``Mount("/usage", UsageEndpoint(guard, identify))``).
+    Route to it like any ASGI app (``Route("/usage", UsageEndpoint(guard, identify))``).
     ``?scope=benchmark`` shows the plan that applies to that scope (useful for a revoked
     customer's remaining allowance).
     """
