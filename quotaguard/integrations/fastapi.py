@@ -80,8 +80,9 @@ class RateLimit:
 
     ``Depends(RateLimit(guard, cost=1, scope=None))``; the dependency's value is the
     `Decision`. ``cost`` is a number of ``unit`` (default "requests"; None charges it
-    to every limit), a per-unit mapping, or a callable given the `Request`. Identification as for the middleware: when the
-    middleware has already identified the request, that identity is reused.
+    to every limit), a per-unit mapping, or a callable given the `Request`.
+    Identification works as for the middleware; when the middleware has already
+    identified the request, that identity is reused.
     """
 
     def __init__(
