@@ -1,0 +1,51 @@
+"""``quotaguard demo`` end to end: a real server, real HTTP, four simulated customers."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+
+from quotaguard.cli import EXIT_OK, main
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+
+
+def row(out: str, *start: str) -> list[str]:
+    for line in out.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[: len(start)] == list(start):
+            return cells
+    raise AssertionError(f"no row {start} in:\n{out}")
+
+
+def test_the_demo_runs_in_under_a_minute_and_shows_every_kind_of_decision() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    assert main(["demo", "--no-progress"], stdout=out, stderr=err) == EXIT_OK
+    elapsed = time.perf_counter() - started
+    assert elapsed < 60
+    text = out.getvalue()
+    assert text.startswith("quotaguard demo: 1,632 requests from 4 customers over 4 simulated days")
+    # steady: never refused
+    assert row(text, "ada", "steady: 3 chats an hour")[3:8] == ["pro", "288", "288", "0", "0"]
+    # bursting: refused by the burst limit only
+    bob = row(text, "bob", "bursts of 20 every 6 hours")
+    assert int(bob[6]) > 0 and bob[8] == f"burst {bob[6]}"
+    # spiking: the 5-hour window first, then the weekly cap
+    cyd = row(text, "cyd")
+    assert int(cyd[6]) > 0 and re.fullmatch(r"five_hour \d+, weekly \d+", cyd[8])
+    assert int(row(text, "cyd", "pro", "weekly")[6].rstrip("%")) >= 95
+    # revoked: every chat is a 403, benchmark runs pass until their own daily cap
+    assert row(text, "eve", "revoked; benchmark runs only")[3:8] == [
+        "(revoked)", "192", "0", "0", "192"
+    ]  # fmt: skip
+    bench = row(text, "eve", "/v1/benchmark/run")
+    assert bench[2:6] == ["benchmark", "96", "80", "16"] and bench[7] == "bench_daily 16"
+    assert "ops:demo-operator revoke allow_scopes=benchmark:benchmark" in text
+    assert re.search(r"served at http://127\.0\.0\.1:\d+/metrics", text)
+    assert err.getvalue() == ""  # --no-progress
