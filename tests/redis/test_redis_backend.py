@@ -279,7 +279,7 @@ def test_memory_per_customer_on_a_three_limit_plan(server: Any) -> None:
     busy = _memory(client, prefix, "busy")
     print(f"MEMORY USAGE per customer: typical {typical} B, busy (full rings) {busy} B")
     assert typical <= 1024
-    assert busy <= 4096
+    assert busy <= 1024
     guard.close()
 
 

@@ -19,7 +19,7 @@ import math
 import os
 from collections.abc import Collection, Generator
 from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import attrs
 
@@ -29,7 +29,7 @@ from quotaguard.core import engine
 from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
-from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable, LeaseError
 from quotaguard.core.policy import (
     Concurrency,
@@ -48,10 +48,12 @@ _SCAN_COUNT = 1000
 
 T = TypeVar("T")
 
-SCRIPT_NAMES = ("decide", "settle", "meta", "audit")
+SCRIPT_NAMES = ("decide", "settle", "meta", "audit", "reset")
 """The Lua scripts, one ``<name>.lua`` file each beside this module."""
 
 _MAX_RETRIES = 8
+_NO_VERSION = ("", NO_META)
+_new = tuple.__new__
 _CACHE_SIZE = 10_000
 
 
@@ -126,66 +128,44 @@ def _text(raw: Any) -> str:
     return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
 
 
-def _num(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
+def _num(value: Any) -> int | float:
+    """A number from the script's reply: an integer, or exact text for the others."""
+    if value.__class__ is int:
+        return value
+    return float(value)
 
 
 def parse_state(limit: Limit, raw: Any) -> Any:
-    """A limit's state, as quotaguard.core holds it, from its stored or replied text."""
+    """A limit's state, as quotaguard.core holds it, from the decide script's reply."""
     if raw is None:
         return None
-    text = _text(raw)
-    if limit.__class__ is TokenBucket:
-        return int(text)
-    if limit.__class__ is RollingWindow:
-        return _rolling(text)
+    kind = limit.__class__
+    if kind is TokenBucket:
+        return raw if raw.__class__ is int else int(raw)
+    if kind is RollingWindow:
+        return tuple([value if value.__class__ is int else float(value) for value in raw])
     slots: list[str | float] = []
-    for entry in text.split(";")[:-1]:
+    for entry in _text(raw).split(";")[:-1]:
         token, _, expiry = entry.partition(",")
         slots += (token, int(expiry))
     return tuple(slots) if slots else None
 
 
-def _rolling(text: str) -> tuple[float, ...]:
-    head, semicolon, body = text.partition(";")
-    fields = head.split(",")
-    total, first, last = _num(fields[0]), int(fields[1]), int(fields[2])
-    last_count = _num(fields[3])
-    if not semicolon:
-        # the head only: enough when no walk over the buckets is needed
-        if first == last:
-            return (total, last, last_count)
-        return (total, first, 0, last, last_count)
-    step = int(fields[4])
-    state: list[float] = [total]
-    start = first
-    for entry in body.split(";")[:-1]:
-        count, _, delta = entry.partition(":")
-        state += (start, _num(count))
-        start += int(delta) if delta else step
-    state += (last, last_count)
-    return tuple(state)
-
-
 # -- plans and settings --------------------------------------------------------------
 
 
-def limit_args(limit: Limit) -> tuple[str, str, str, str, str]:
-    """The five ARGV items describing a limit to the scripts."""
+def limit_args(limit: Limit) -> str:
+    """A limit as the scripts read it: ``"kind name a b c "`` (see decide.lua)."""
     if isinstance(limit, TokenBucket):
-        return ("t", limit.name, fmt(limit.interval_us), str(limit.capacity), "")
+        return f"t {limit.name} {fmt(limit.interval_us)} {limit.capacity} 0 "
     if isinstance(limit, RollingWindow):
-        return (
-            "r",
-            limit.name,
-            str(limit.quota),
-            str(limit.window_us),
-            str(limit.granularity_us),
-        )
-    return ("c", limit.name, str(limit.max_in_flight), str(limit.lease_ttl_us), "")
+        return f"r {limit.name} {limit.quota} {limit.window_us} {limit.granularity_us} "
+    return f"c {limit.name} {limit.max_in_flight} {limit.lease_ttl_us} 0 "
+
+
+def plan_arg(limits: tuple[Limit, ...]) -> str:
+    """The one ARGV item describing a plan's limits to the scripts."""
+    return "".join(limit_args(limit) for limit in limits)
 
 
 def _limit_json(limit: Limit) -> dict[str, Any]:
@@ -275,14 +255,10 @@ def _json(cost: Cost) -> str:
     return json.dumps(cost, separators=(",", ":"))
 
 
-def _owner(base: str, cost: Cost, limits: tuple[Limit, ...], plan_args: list[str]) -> str:
+def _owner(base: str, cost: Cost, limits: tuple[Limit, ...], plan: str) -> str:
     """What the lease owner key holds: where the lease lives and what it reserved."""
     units = ",".join(limit.unit for limit in limits)
-    return "\n".join((base, _json(cost), units, *plan_args))
-
-
-def _peek_args(version: str, now_arg: str) -> list[str]:
-    return ["p", version, now_arg, "0", "", "", "0"]
+    return "\n".join((base, _json(cost), units, plan))
 
 
 # -- the shared backend --------------------------------------------------------------
@@ -306,7 +282,7 @@ class RedisBackendBase:
         self.clock = clock
         """The clock used when a call passes no time; None: the Redis server's TIME."""
         self._meta: dict[str, tuple[str, CustomerMeta]] = {}
-        self._plans: dict[Plan, list[str]] = {}
+        self._plans: dict[int, tuple[Plan, str]] = {}
         self._owners: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------
@@ -318,14 +294,15 @@ class RedisBackendBase:
             now = self.clock.now_us()
         return str(now)
 
-    def _plan_args(self, plan: Plan) -> list[str]:
-        args = self._plans.get(plan)
-        if args is None:
-            args = [item for limit in plan.limits for item in limit_args(limit)]
-            if len(self._plans) >= 1024:
-                self._plans.clear()
-            self._plans[plan] = args
-        return args
+    def _plan_arg(self, plan: Plan) -> str:
+        cached = self._plans.get(id(plan))
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        arg = plan_arg(plan.limits)
+        if len(self._plans) >= 1024:
+            self._plans.clear()
+        self._plans[id(plan)] = (plan, arg)
+        return arg
 
     def _remember(self, customer: str, version: Any, raw: Any) -> CustomerMeta:
         version = _text(version) if version else ""
@@ -355,32 +332,31 @@ class RedisBackendBase:
         now_arg = self._now_arg(now)
         number = cost.__class__ is int or cost.__class__ is float
         cost_arg = fmt(cost) if number else ""  # type: ignore[arg-type]
+        keys = [meta_key, state_key]
         for _ in range(_MAX_RETRIES):
-            version, meta = self._meta.get(customer, ("", NO_META))
-            target = resolve(catalogue, meta if version else None, plan, scope)
+            version, meta = self._meta.get(customer, _NO_VERSION) if self._meta else _NO_VERSION
+            target: Any = catalogue.get(plan) if not version else None
+            if target is None:
+                target = resolve(catalogue, meta if version else None, plan, scope)
             if target.__class__ is Revocation:
-                reply = yield ScriptCall(
-                    "decide", [meta_key, state_key, state_key], _peek_args(version, now_arg)
-                )
+                reply = yield ScriptCall("decide", keys, ["p", version, now_arg, "0", ""])
                 if reply[0] == 0:
                     self._remember(customer, reply[1], reply[2])
                     continue
                 return engine.revoked(customer, scope, cost, target.reason)
-            target = cast(Plan, target)
             limits = target.limits
-            plan_args = self._plan_args(target)
-            amounts = () if number else tuple(fmt(charge(limit, cost)) for limit in limits)
+            plan_arg = self._plan_arg(target)
+            if not number:
+                cost_arg = " ".join([fmt(charge(limit, cost)) for limit in limits])
             if lease is None:
                 reply = yield ScriptCall(
-                    "decide",
-                    [meta_key, state_key, state_key],
-                    ["d", version, now_arg, cost_arg, "", "", "0", *plan_args, *amounts],
+                    "decide", keys, ["d", version, now_arg, cost_arg, plan_arg]
                 )
                 token = ""
             else:
                 token = encode_id(lease[0])
                 record_ttl = engine.lease_ttl(limits, lease[1])
-                owner = _owner(base, cost, limits, plan_args)
+                owner = _owner(base, cost, limits, plan_arg)
                 reply = yield ReserveCall(
                     ScriptCall(
                         "decide",
@@ -390,11 +366,10 @@ class RedisBackendBase:
                             version,
                             now_arg,
                             cost_arg,
+                            plan_arg,
                             token,
                             "" if lease[1] is None else str(lease[1]),
                             str(record_ttl),
-                            *plan_args,
-                            *amounts,
                         ],
                     ),
                     self.keys.lease_owner(token),
@@ -404,17 +379,31 @@ class RedisBackendBase:
             if reply[0] == 0:
                 self._remember(customer, reply[1], reply[2])
                 continue
-            at = int(reply[1])
             states = [parse_state(limit, reply[3 + index]) for index, limit in enumerate(limits)]
-            allowed, _, statuses, _ = engine.evaluate(limits, states, at, cost, lease)
+            allowed, _, statuses, _ = engine.evaluate(limits, states, reply[1], cost, lease)
             if allowed is not (reply[2] == 1):
                 raise BackendUnavailable(
                     f"redis: the decide script and quotaguard.core disagree for {customer!r}"
                 )
-            if allowed and token:
-                if len(self._owners) >= _CACHE_SIZE:
-                    self._owners.clear()
-                self._owners[token] = owner
+            if allowed:
+                if token:
+                    if len(self._owners) >= _CACHE_SIZE:
+                        self._owners.clear()
+                    self._owners[token] = owner
+                return _new(
+                    Decision,
+                    (
+                        True,
+                        Outcome.ALLOWED,
+                        customer,
+                        target.name,
+                        scope,
+                        cost,
+                        statuses,
+                        0.0,
+                        None,
+                    ),
+                )
             if version and meta.shadow is not None:
                 shadow = bool(meta.shadow)
             else:
@@ -430,17 +419,19 @@ class RedisBackendBase:
             if raw is None:
                 raise LeaseError(f"unknown or expired lease {lease_id!r}")
             owner = _text(raw)
-        base, estimate_json, units, *plan_args = owner.split("\n")
+        base, estimate_json, units, plan = owner.split("\n")
         estimate = json.loads(estimate_json)
-        deltas = [
-            fmt(charge(_Unit(unit), actual) - charge(_Unit(unit), estimate))  # type: ignore[arg-type]
-            for unit in units.split(",")
-            if unit
-        ]
+        deltas = " ".join(
+            [
+                fmt(charge(_Unit(unit), actual) - charge(_Unit(unit), estimate))  # type: ignore[arg-type]
+                for unit in units.split(",")
+                if unit
+            ]
+        )
         reply = yield ScriptCall(
             "settle",
             [self.keys.lease(base, token), base + ":s"],
-            [self._now_arg(now), _json(actual), token, *plan_args, *deltas],
+            [self._now_arg(now), _json(actual), token, plan, deltas],
         )
         if reply[0] == 0:
             raise LeaseError(f"unknown or expired lease {lease_id!r}")
@@ -459,15 +450,15 @@ class RedisBackendBase:
         _, state_key, meta_key = self.keys.customer(customer)
         now_arg = self._now_arg(now)
         for _ in range(_MAX_RETRIES):
-            version, meta = self._meta.get(customer, ("", NO_META))
+            version, meta = self._meta.get(customer, _NO_VERSION)
             if meta.revocation is not None and meta.revocation.plan_for(scope) is None:
                 meta = attrs.evolve(meta, revocation=None)
             target = resolve(catalogue, meta if version else None, plan, scope)
             assert isinstance(target, Plan)
             reply = yield ScriptCall(
                 "decide",
-                [meta_key, state_key, state_key],
-                [*_peek_args(version, now_arg), *self._plan_args(target)],
+                [meta_key, state_key],
+                ["p", version, now_arg, "0", self._plan_arg(target)],
             )
             if reply[0] == 0:
                 self._remember(customer, reply[1], reply[2])
@@ -506,7 +497,7 @@ class RedisBackendBase:
         if limits is None:
             yield CommandCall(("DEL", state_key))
         elif limits:
-            yield CommandCall(("HDEL", state_key, *sorted(limits)))
+            yield ScriptCall("reset", [state_key], sorted(limits))
 
     def _record_audit(self, customer: str, entry: AuditEntry) -> Operation[None]:
         payload = json.dumps(entry.to_dict(), separators=(",", ":"), ensure_ascii=False)

@@ -1,30 +1,40 @@
 -- decide.lua: one customer's whole decision, atomically, in one round trip.
 --
 -- KEYS[1]  the customer's settings hash (fields v = version, m = JSON)
--- KEYS[2]  the customer's state hash (one field per limit name)
--- KEYS[3]  the lease record to create when admitted (only used when ARGV[5] ~= '')
+-- KEYS[2]  the customer's state string (every limit's state, see "State" below)
+-- KEYS[3]  the lease record to create when admitted (only with a lease, ARGV[6])
 -- ARGV[1]  mode: 'd' decide (consume when every limit admits), 'p' peek (read only)
 -- ARGV[2]  the settings version the caller resolved its plan with ('' = no settings)
 -- ARGV[3]  now in integer microseconds, or '' for the server's TIME
--- ARGV[4]  the cost charged to every limit, or '' when per-limit amounts follow the limits
--- ARGV[5]  lease token ('' = no lease)
--- ARGV[6]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
--- ARGV[7]  the lease record's time-to-live in microseconds (kept for twice that)
--- ARGV[8.. ] five per limit: kind, name, a, b, c
+-- ARGV[4]  the cost charged to every limit, or one amount per limit, space-separated
+-- ARGV[5]  the plan: per limit "kind name a b c ", space-separated
 --          token bucket 't': a = interval_us, b = capacity
 --          rolling window 'r': a = quota, b = window_us, c = granularity_us
 --          concurrency 'c': a = max_in_flight, b = lease_ttl_us
---          then, when ARGV[4] == '', one amount per limit
+-- ARGV[6]  lease token (absent or '' = no lease)
+-- ARGV[7]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
+-- ARGV[8]  the lease record's time-to-live in microseconds (kept for twice that)
 -- Reply:   {0, version, json}  the stored settings differ from ARGV[2]: resolve again
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), nil when
---          empty. A rolling window's state is sent whole when the caller needs to walk
---          its buckets, else only its head "total,first,last,last_count" (bucket
---          start times in microseconds).
+--          empty: a token bucket's tat (integer); a rolling window's buckets as a flat
+--          array {total, start_1, count_1, ...} (quotaguard.core's tuple), or, when the
+--          caller need not walk them, only {total, first, 0, last, last_count} or
+--          {total, last, last_count}; a concurrency limit's "lease,expiry;" text.
+--          Numbers that are not whole are sent as '%.17g' strings.
+--
+-- State: one string of sections, one per limit name, kept for names outside the plan
+-- too: byte #name, name, uint32le #state, state. A token bucket's state is its tat
+-- (double); a rolling window's is a head of five doubles (total, first start, last
+-- start, last count, step) then every bucket but the last, oldest first, each a varint
+-- x = count * 4 + flags (flags 2: x carries no count, a double follows; flags 1: the
+-- next bucket starts a zigzag varint delta later instead of step); a concurrency limit's is
+-- "lease,expiry;" per slot held.
 --
 -- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles.
 
-local function f(x) return string.format('%.17g', x) end
+local byte, sub, char, floor, fmod = string.byte, string.sub, string.char, math.floor, math.fmod
+local pack, unpack_ = struct.pack, struct.unpack
 
 local version = redis.call('HGET', KEYS[1], 'v') or ''
 if version ~= ARGV[2] then
@@ -38,82 +48,192 @@ if ARGV[3] == '' then
 else
   now = tonumber(ARGV[3])
 end
-local per_limit = ARGV[4] == ''
-local n
-if per_limit then n = (#ARGV - 7) / 6 else n = (#ARGV - 7) / 5 end
-local names = {}
-for i = 1, n do names[i] = ARGV[8 + (i - 1) * 5 + 1] end
-local raw = {}
-if n > 0 then raw = redis.call('HMGET', KEYS[2], unpack(names)) end
-if ARGV[1] == 'p' then
-  local reply = {1, now, 1}
-  for i = 1, n do reply[3 + i] = raw[i] end
-  return reply
+
+local kinds, names, pa, pb, pc, in_plan = {}, {}, {}, {}, {}, {}
+local n = 0
+for k, name, a, b, c in string.gmatch(ARGV[5], '(%a) (%S+) (%S+) (%S+) (%S+)') do
+  n = n + 1
+  kinds[n], names[n], pa[n], pb[n], pc[n] = k, name, tonumber(a), tonumber(b), tonumber(c)
+  in_plan[name] = true
 end
 
-local token = ARGV[5]
-local slot_ttl = tonumber(ARGV[6])
-local record_ttl = tonumber(ARGV[7])
-local EPSILON = 1e-9
+-- the stored sections
+local blob = redis.call('GET', KEYS[2])
+local sections = {}
+local extras = {}
+if blob then
+  local pos, len = 1, #blob
+  while pos <= len do
+    local nl = byte(blob, pos)
+    local name = sub(blob, pos + 1, pos + nl)
+    local sl = unpack_('<I4', blob, pos + nl + 1)
+    local stop = pos + nl + 4 + sl
+    sections[name] = sub(blob, pos + nl + 5, stop)
+    if not in_plan[name] then extras[#extras + 1] = sub(blob, pos, stop) end
+    pos = stop + 1
+  end
+end
 
--- rolling window state: "total,first,last,last_count,step;" .. body, where first and
--- last are bucket start times (microseconds) and body holds every bucket but the last,
--- oldest first, each "count;" (the next bucket starts step later) or "count:delta;".
-local function rw_head(s)
-  local sep = string.find(s, ';', 1, true)
-  local a, b, c, d, e = string.match(string.sub(s, 1, sep - 1),
-    '^([^,]+),([^,]+),([^,]+),([^,]+),([^,]+)$')
-  return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), string.sub(s, sep + 1), tonumber(e)}
+-- a number for the reply: whole numbers as integers, others exactly as text
+local function out(x)
+  if x == floor(x) then return x end
+  return string.format('%.17g', x)
+end
+
+-- a bucket start's delta may be negative (a limit name shared by plans whose
+-- granularities differ): zigzag it
+local function zigzag(v)
+  if v < 0 then return -2 * v - 1 end
+  return 2 * v
+end
+
+local function varint(v)
+  if v < 128 then return char(v) end
+  local t = {}
+  while v >= 128 do
+    t[#t + 1] = v % 128 + 128
+    v = floor(v / 128)
+  end
+  t[#t + 1] = v
+  return char(unpack(t))
+end
+
+-- one ring entry: count, delta to the next bucket's start, position after it
+local function entry(s, pos, step)
+  local b = byte(s, pos)
+  local x, m = b % 128, 128
+  while b >= 128 do
+    pos = pos + 1
+    b = byte(s, pos)
+    x = x + (b % 128) * m
+    m = m * 128
+  end
+  pos = pos + 1
+  local flags = x % 4
+  local count
+  if flags >= 2 then
+    count = unpack_('<d', s, pos)
+    pos = pos + 8
+  else
+    count = (x - flags) / 4
+  end
+  if flags % 2 == 0 then return count, step, pos end
+  b = byte(s, pos)
+  x, m = b % 128, 128
+  while b >= 128 do
+    pos = pos + 1
+    b = byte(s, pos)
+    x = x + (b % 128) * m
+    m = m * 128
+  end
+  if x % 2 == 1 then return count, -(x + 1) / 2, pos + 1 end
+  return count, x / 2, pos + 1
+end
+
+local function put(count, delta, step)
+  local flags = 0
+  if delta ~= step then flags = 1 end
+  local s
+  if count == floor(count) and count >= 0 and count < 2251799813685248 then
+    s = varint(count * 4 + flags)
+  else
+    s = varint(2 + flags) .. pack('<d', count)
+  end
+  if flags == 1 then s = s .. varint(zigzag(delta)) end
+  return s
+end
+
+-- rolling window state table: {total, first, last, last_count, body, step}
+local function rw_read(s)
+  local total, first, last, lc, step = unpack_('<ddddd', s)
+  return {total, first, last, lc, sub(s, 41), step}
 end
 
 local function rw_encode(st)
-  return f(st[1]) .. ',' .. f(st[2]) .. ',' .. f(st[3]) .. ',' .. f(st[4]) .. ',' .. f(st[6])
-    .. ';' .. st[5]
+  return pack('<ddddd', st[1], st[2], st[3], st[4], st[6]) .. st[5]
+end
+
+-- the flat bucket list quotaguard.core holds
+local function rw_flat(st)
+  local flat = {out(st[1])}
+  local body, step, start, pos = st[5], st[6], st[2], 1
+  local len = #body
+  while pos <= len do
+    local count, delta
+    count, delta, pos = entry(body, pos, step)
+    flat[#flat + 1] = start
+    flat[#flat + 1] = out(count)
+    start = start + delta
+  end
+  flat[#flat + 1] = st[3]
+  flat[#flat + 1] = out(st[4])
+  return flat
 end
 
 local function rw_evict(st, now, window, g)
-  if st == nil then return nil end
-  local oldest = now - math.fmod(now, g) - window
+  local oldest = now - fmod(now, g) - window
   if st[2] >= oldest then return st end
   local total, start, body, pos, step = st[1], st[2], st[5], 1, st[6]
-  local len = string.len(body)
+  local len = #body
   while pos <= len do
     if start >= oldest then break end
-    local stop = string.find(body, ';', pos, true)
-    local entry = string.sub(body, pos, stop - 1)
-    local colon = string.find(entry, ':', 1, true)
     local count, delta
-    if colon then
-      count = tonumber(string.sub(entry, 1, colon - 1))
-      delta = tonumber(string.sub(entry, colon + 1))
-    else
-      count = tonumber(entry)
-      delta = step
-    end
+    count, delta, pos = entry(body, pos, step)
     total = total - count
     start = start + delta
-    pos = stop + 1
   end
   if pos > len and st[3] < oldest then return nil end
-  return {total, start, st[3], st[4], string.sub(body, pos), step}
+  return {total, start, st[3], st[4], sub(body, pos), step}
 end
 
 local function rw_add(st, now, g, amount)
-  local current = now - math.fmod(now, g)
+  local current = now - fmod(now, g)
   if st == nil then return {amount, current, current, amount, '', g} end
   if st[3] == current then
     return {st[1] + amount, st[2], st[3], st[4] + amount, st[5], st[6]}
   end
-  local delta = current - st[3]
-  local entry = f(st[4])
-  if delta ~= st[6] then entry = entry .. ':' .. f(delta) end
-  return {st[1] + amount, st[2], current, amount, st[5] .. entry .. ';', st[6]}
+  return {st[1] + amount, st[2], current, amount, st[5] .. put(st[4], current - st[3], st[6]), st[6]}
 end
 
 local function rw_drop(start, window, g)
   local stop = start + window
-  return stop - math.fmod(stop, g) + g
+  return stop - fmod(stop, g) + g
 end
+
+local function section(name, state)
+  return char(#name) .. name .. pack('<I4', #state) .. state
+end
+
+if ARGV[1] == 'p' then
+  local reply = {1, now, 1}
+  for i = 1, n do
+    local s = sections[names[i]]
+    if s == nil then
+      reply[3 + i] = false
+    elseif kinds[i] == 't' then
+      reply[3 + i] = out(unpack_('<d', s))
+    elseif kinds[i] == 'r' then
+      reply[3 + i] = rw_flat(rw_read(s))
+    else
+      reply[3 + i] = s
+    end
+  end
+  return reply
+end
+
+local costs = {}
+local m = 0
+for x in string.gmatch(ARGV[4], '%S+') do
+  m = m + 1
+  costs[m] = tonumber(x)
+end
+if m == 1 then
+  for i = 2, n do costs[i] = costs[1] end
+end
+
+local token = ARGV[6] or ''
+local slot_ttl = tonumber(ARGV[7] or '')
+local EPSILON = 1e-9
 
 local function c_evict(s, now)
   local kept = {}
@@ -129,7 +249,7 @@ end
 local function c_encode(slots)
   if #slots == 0 then return nil end
   local parts = {}
-  for i = 1, #slots do parts[i] = slots[i][1] .. ',' .. f(slots[i][2]) .. ';' end
+  for i = 1, #slots do parts[i] = slots[i][1] .. ',' .. string.format('%d', slots[i][2]) .. ';' end
   return table.concat(parts)
 end
 
@@ -137,16 +257,15 @@ local allowed = true
 local expiry = now
 local news = {}
 local reply = {1, now, 1}
-local needs_walk = {}
+local walk = {}
 for i = 1, n do
-  local base = 8 + (i - 1) * 5
-  local kind = ARGV[base]
-  local cost
-  if per_limit then cost = tonumber(ARGV[7 + 5 * n + i]) else cost = tonumber(ARGV[4]) end
+  local kind = kinds[i]
+  local cost = costs[i]
+  local raw = sections[names[i]]
   if kind == 't' then
-    local interval = tonumber(ARGV[base + 2])
-    local capacity = tonumber(ARGV[base + 3])
-    local tat = raw[i] and tonumber(raw[i]) or nil
+    local interval, capacity = pa[i], pb[i]
+    local tat = nil
+    if raw then tat = unpack_('<d', raw) end
     local backlog = 0.0
     if tat ~= nil and tat > now then backlog = tat - now end
     local needed = backlog + cost * interval
@@ -156,17 +275,15 @@ for i = 1, n do
     elseif needed <= 0 then
       news[i] = false
     else
-      local new_tat = now + math.floor(needed)
-      if new_tat > now then news[i] = f(new_tat) else news[i] = false end
+      local new_tat = now + floor(needed)
+      if new_tat > now then news[i] = pack('<d', new_tat) else news[i] = false end
       if new_tat > expiry then expiry = new_tat end
     end
-    reply[3 + i] = raw[i]
+    if tat == nil then reply[3 + i] = false else reply[3 + i] = out(tat) end
   elseif kind == 'r' then
-    local quota = tonumber(ARGV[base + 2])
-    local window = tonumber(ARGV[base + 3])
-    local g = tonumber(ARGV[base + 4])
+    local quota, window, g = pa[i], pb[i], pc[i]
     local st = nil
-    if raw[i] then st = rw_evict(rw_head(raw[i]), now, window, g) end
+    if raw then st = rw_evict(rw_read(raw), now, window, g) end
     local total = 0
     if st ~= nil then total = st[1] end
     if total + cost > quota then
@@ -181,24 +298,19 @@ for i = 1, n do
         news[i] = rw_encode(after)
         local until_ = rw_drop(after[3], window, g)
         if until_ > expiry then expiry = until_ end
-        needs_walk[i] = math.floor(quota - after[1] + EPSILON) <= 0
+        walk[i] = floor(quota - after[1] + EPSILON) <= 0
       else
         news[i] = false
       end
     end
-    if st == nil then
-      reply[3 + i] = false
-    else
-      reply[3 + i] = st
-    end
+    reply[3 + i] = st or false
   else
-    local max_in_flight = tonumber(ARGV[base + 2])
-    local slots = c_evict(raw[i], now)
+    local slots = c_evict(raw, now)
     reply[3 + i] = c_encode(slots) or false
-    if #slots >= max_in_flight then
+    if #slots >= pa[i] then
       allowed = false
     elseif token ~= '' then
-      slots[#slots + 1] = {token, now + (slot_ttl or tonumber(ARGV[base + 3]))}
+      slots[#slots + 1] = {token, now + (slot_ttl or pb[i])}
     end
     for j = 1, #slots do
       if slots[j][2] > expiry then expiry = slots[j][2] end
@@ -210,10 +322,12 @@ end
 for i = 1, n do
   local st = reply[3 + i]
   if type(st) == 'table' then
-    if (not allowed) or needs_walk[i] then
-      reply[3 + i] = rw_encode(st)
+    if (not allowed) or walk[i] then
+      reply[3 + i] = rw_flat(st)
+    elseif st[2] == st[3] then
+      reply[3 + i] = {out(st[1]), st[3], out(st[4])}
     else
-      reply[3 + i] = f(st[1]) .. ',' .. f(st[2]) .. ',' .. f(st[3]) .. ',' .. f(st[4])
+      reply[3 + i] = {out(st[1]), st[2], 0, st[3], out(st[4])}
     end
   end
 end
@@ -223,27 +337,27 @@ if not allowed then
   return reply
 end
 
-local present = 0
-local sets = {}
+local parts = {}
 for i = 1, n do
-  if news[i] then
-    sets[#sets + 1] = names[i]
-    sets[#sets + 1] = news[i]
-    present = present + 1
-  elseif raw[i] then
-    redis.call('HDEL', KEYS[2], names[i])
+  if news[i] then parts[#parts + 1] = section(names[i], news[i]) end
+end
+local present = #parts
+for j = 1, #extras do parts[#parts + 1] = extras[j] end
+if #parts == 0 then
+  if blob then redis.call('DEL', KEYS[2]) end
+else
+  local ttl = math.ceil((expiry - now) / 1000)
+  if #extras > 0 then
+    local current = redis.call('PTTL', KEYS[2])
+    if current > ttl then ttl = current end
+  end
+  if ttl < 1 then ttl = 1 end
+  if present > 0 or #extras > 0 then
+    redis.call('SET', KEYS[2], table.concat(parts), 'PX', ttl)
   end
 end
-if #sets > 0 then redis.call('HSET', KEYS[2], unpack(sets)) end
-local ttl = math.ceil((expiry - now) / 1000)
-if redis.call('HLEN', KEYS[2]) > present then
-  local current = redis.call('PTTL', KEYS[2])
-  if current > ttl then ttl = current end
-end
-if ttl < 1 then ttl = 1 end
-if present > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if token ~= '' then
-  redis.call('SET', KEYS[3], f(now + 2 * record_ttl) .. ',' .. f(now),
-    'PX', math.ceil(2 * record_ttl / 1000))
+  redis.call('SET', KEYS[3], string.format('%d', now + 2 * tonumber(ARGV[8])) .. ','
+    .. string.format('%d', now), 'PX', math.ceil(2 * tonumber(ARGV[8]) / 1000))
 end
 return reply

@@ -2,19 +2,18 @@
 -- concurrency slots; idempotent.
 --
 -- KEYS[1]  the lease record "retain_until,reserved_at[|settled actual cost as JSON]"
--- KEYS[2]  the customer's state hash (one field per limit name)
+-- KEYS[2]  the customer's state string (sections per limit name, see decide.lua)
 -- ARGV[1]  now in integer microseconds, or '' for the server's TIME
 -- ARGV[2]  the actual cost as JSON (kept in the record)
 -- ARGV[3]  the lease token
--- ARGV[4.. ] five per limit of the plan the lease was reserved on (see decide.lua),
---          then one delta (actual - estimate charged to that limit) per limit
+-- ARGV[4]  the plan the lease was reserved on (format: see decide.lua)
+-- ARGV[5]  one delta (actual - estimate charged to that limit) per limit, space-separated
 -- Reply:   {0}  unknown or expired lease
 --          {1, settled}  settled before (the actual cost then, as JSON): nothing charged
 --          {2}  settled now
 --
 -- The arithmetic is quotaguard.core's settle functions, operation for operation.
 
-local function f(x) return string.format('%.17g', x) end
 
 local now
 if ARGV[1] == '' then
@@ -31,73 +30,137 @@ if bar ~= '' then return {1, settled} end
 reserved_at = tonumber(reserved_at)
 local token = ARGV[3]
 
--- rolling window: decode to arrays of bucket starts and counts (see decide.lua)
-local function rw_decode(s)
-  local sep = string.find(s, ';', 1, true)
-  local a, b, c, d, e = string.match(string.sub(s, 1, sep - 1),
-    '^([^,]+),([^,]+),([^,]+),([^,]+),([^,]+)$')
-  local total, start, step = tonumber(a), tonumber(b), tonumber(e)
-  local starts, counts = {}, {}
-  for entry in string.gmatch(string.sub(s, sep + 1), '([^;]+);') do
-    local colon = string.find(entry, ':', 1, true)
-    starts[#starts + 1] = start
-    if colon then
-      counts[#counts + 1] = tonumber(string.sub(entry, 1, colon - 1))
-      start = start + tonumber(string.sub(entry, colon + 1))
-    else
-      counts[#counts + 1] = tonumber(entry)
-      start = start + step
-    end
+local byte, sub, char, floor, fmod = string.byte, string.sub, string.char, math.floor, math.fmod
+local pack, unpack_ = struct.pack, struct.unpack
+
+-- a bucket start's delta may be negative (a limit name shared by plans whose
+-- granularities differ): zigzag it
+local function zigzag(v)
+  if v < 0 then return -2 * v - 1 end
+  return 2 * v
+end
+
+local function varint(v)
+  if v < 128 then return char(v) end
+  local t = {}
+  while v >= 128 do
+    t[#t + 1] = v % 128 + 128
+    v = floor(v / 128)
   end
-  starts[#starts + 1] = tonumber(c)
-  counts[#counts + 1] = tonumber(d)
+  t[#t + 1] = v
+  return char(unpack(t))
+end
+
+local function uvarint(s, pos)
+  local b = byte(s, pos)
+  local x, m = b % 128, 128
+  while b >= 128 do
+    pos = pos + 1
+    b = byte(s, pos)
+    x = x + (b % 128) * m
+    m = m * 128
+  end
+  return x, pos + 1
+end
+
+-- rolling window: decode to arrays of bucket starts and counts (format: see decide.lua)
+local function rw_decode(s)
+  local total, first, last, lc, step = unpack_('<ddddd', s)
+  local starts, counts = {}, {}
+  local start, pos, len = first, 41, #s
+  while pos <= len do
+    local x, count, delta
+    x, pos = uvarint(s, pos)
+    local flags = x % 4
+    if flags >= 2 then
+      count = unpack_('<d', s, pos)
+      pos = pos + 8
+    else
+      count = (x - flags) / 4
+    end
+    if flags % 2 == 1 then
+      delta, pos = uvarint(s, pos)
+      if delta % 2 == 1 then delta = -(delta + 1) / 2 else delta = delta / 2 end
+    else
+      delta = step
+    end
+    starts[#starts + 1] = start
+    counts[#counts + 1] = count
+    start = start + delta
+  end
+  starts[#starts + 1] = last
+  counts[#counts + 1] = lc
   return total, starts, counts, step
 end
 
 local function rw_encode(total, starts, counts, step)
   local m = #starts
-  local parts = {f(total) .. ',' .. f(starts[1]) .. ',' .. f(starts[m]) .. ',' .. f(counts[m])
-    .. ',' .. f(step) .. ';'}
+  local parts = {pack('<ddddd', total, starts[1], starts[m], counts[m], step)}
   for j = 1, m - 1 do
     local delta = starts[j + 1] - starts[j]
-    if delta ~= step then
-      parts[#parts + 1] = f(counts[j]) .. ':' .. f(delta) .. ';'
+    local count = counts[j]
+    local flags = 0
+    if delta ~= step then flags = 1 end
+    if count == floor(count) and count >= 0 and count < 2251799813685248 then
+      parts[#parts + 1] = varint(count * 4 + flags)
     else
-      parts[#parts + 1] = f(counts[j]) .. ';'
+      parts[#parts + 1] = varint(2 + flags) .. pack('<d', count)
     end
+    if flags == 1 then parts[#parts + 1] = varint(zigzag(delta)) end
   end
   return table.concat(parts)
 end
 
-local n = (#ARGV - 3) / 6
-local names = {}
-for i = 1, n do names[i] = ARGV[4 + (i - 1) * 5 + 1] end
+local kinds, names, pa, pb, pc, in_plan = {}, {}, {}, {}, {}, {}
+local n = 0
+for k, name, a, b, c in string.gmatch(ARGV[4], '(%a) (%S+) (%S+) (%S+) (%S+)') do
+  n = n + 1
+  kinds[n], names[n], pa[n], pb[n], pc[n] = k, name, tonumber(a), tonumber(b), tonumber(c)
+  in_plan[name] = true
+end
+local deltas = {}
+for x in string.gmatch(ARGV[5], '%S+') do deltas[#deltas + 1] = tonumber(x) end
+
+local blob = redis.call('GET', KEYS[2])
 local raw = {}
-if n > 0 then raw = redis.call('HMGET', KEYS[2], unpack(names)) end
+local extras = {}
+if blob then
+  local pos, len = 1, #blob
+  while pos <= len do
+    local nl = byte(blob, pos)
+    local name = sub(blob, pos + 1, pos + nl)
+    local sl = unpack_('<I4', blob, pos + nl + 1)
+    local stop = pos + nl + 4 + sl
+    raw[name] = sub(blob, pos + nl + 5, stop)
+    if not in_plan[name] then extras[#extras + 1] = sub(blob, pos, stop) end
+    pos = stop + 1
+  end
+end
+
 local expiry = now
 local news = {}
 for i = 1, n do
-  local base = 4 + (i - 1) * 5
-  local kind = ARGV[base]
-  local delta = tonumber(ARGV[3 + 5 * n + i])
+  local kind = kinds[i]
+  local delta = deltas[i]
+  local state = raw[names[i]]
   if kind == 't' then
-    local interval = tonumber(ARGV[base + 2])
-    local tat = raw[i] and tonumber(raw[i]) or nil
+    local interval = pa[i]
+    local tat = nil
+    if state then tat = unpack_('<d', state) end
     local backlog = 0
     if tat ~= nil and tat > now then backlog = tat - now end
     local new_tat = now + math.floor(backlog + delta * interval)
     if new_tat <= now then
       news[i] = false
     else
-      news[i] = f(new_tat)
+      news[i] = pack('<d', new_tat)
       if new_tat > expiry then expiry = new_tat end
     end
   elseif kind == 'r' then
-    local window = tonumber(ARGV[base + 3])
-    local g = tonumber(ARGV[base + 4])
+    local window, g = pb[i], pc[i]
     local total, idxs, counts, step = nil, {}, {}, g
-    if raw[i] then
-      total, idxs, counts, step = rw_decode(raw[i])
+    if state then
+      total, idxs, counts, step = rw_decode(state)
       -- evict
       local oldest = now - math.fmod(now, g) - window
       local first = 1
@@ -158,8 +221,8 @@ for i = 1, n do
     end
   else
     local parts = {}
-    if raw[i] then
-      for id, exp in string.gmatch(raw[i], '([^,;]+),([^;]+);') do
+    if state then
+      for id, exp in string.gmatch(state, '([^,;]+),([^;]+);') do
         local e = tonumber(exp)
         if e > now and id ~= token then
           parts[#parts + 1] = id .. ',' .. exp .. ';'
@@ -171,24 +234,23 @@ for i = 1, n do
   end
 end
 
-local present = 0
-local sets = {}
+local parts = {}
 for i = 1, n do
   if news[i] then
-    sets[#sets + 1] = names[i]
-    sets[#sets + 1] = news[i]
-    present = present + 1
-  elseif raw[i] then
-    redis.call('HDEL', KEYS[2], names[i])
+    parts[#parts + 1] = char(#names[i]) .. names[i] .. pack('<I4', #news[i]) .. news[i]
   end
 end
-if #sets > 0 then redis.call('HSET', KEYS[2], unpack(sets)) end
-local ttl = math.ceil((expiry - now) / 1000)
-if redis.call('HLEN', KEYS[2]) > present then
-  local current = redis.call('PTTL', KEYS[2])
-  if current > ttl then ttl = current end
+for j = 1, #extras do parts[#parts + 1] = extras[j] end
+if #parts == 0 then
+  if blob then redis.call('DEL', KEYS[2]) end
+else
+  local ttl = math.ceil((expiry - now) / 1000)
+  if #extras > 0 then
+    local current = redis.call('PTTL', KEYS[2])
+    if current > ttl then ttl = current end
+  end
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', KEYS[2], table.concat(parts), 'PX', ttl)
 end
-if ttl < 1 then ttl = 1 end
-if present > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('SET', KEYS[1], record .. '|' .. ARGV[2], 'KEEPTTL')
 return {2}

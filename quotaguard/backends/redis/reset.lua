@@ -1,0 +1,31 @@
+-- reset.lua: forget the usage of some of a customer's limits.
+--
+-- KEYS[1]  the customer's state string (sections per limit name, see decide.lua)
+-- ARGV     the names of the limits to forget
+-- Reply:   the number of limits forgotten
+--
+-- The other limits keep their states and the key keeps its TTL.
+
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local forget = {}
+for i = 1, #ARGV do forget[ARGV[i]] = true end
+local kept, dropped, pos, len = {}, 0, 1, #blob
+while pos <= len do
+  local nl = string.byte(blob, pos)
+  local name = string.sub(blob, pos + 1, pos + nl)
+  local stop = pos + nl + 4 + struct.unpack('<I4', blob, pos + nl + 1)
+  if forget[name] then
+    dropped = dropped + 1
+  else
+    kept[#kept + 1] = string.sub(blob, pos, stop)
+  end
+  pos = stop + 1
+end
+if dropped == 0 then return 0 end
+if #kept == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], table.concat(kept), 'KEEPTTL')
+end
+return dropped
