@@ -162,11 +162,18 @@ class QuotaMiddleware:
         self.problems = problems or ProblemTypes()
         self.challenge = challenge
         self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
-        self._hold = any(  # plans with a concurrency limit need a lease per request
-            isinstance(limit, Concurrency)
-            for plan in self.guard.catalogue.plans.values()
-            for limit in plan.limits
-        )
+        limits = [limit for plan in self.guard.catalogue.plans.values() for limit in plan.limits]
+        # plans with a concurrency limit need a lease per request
+        self._hold = any(isinstance(limit, Concurrency) for limit in limits)
+        # when every limit counts requests, {"requests": n} is the plain number n
+        self._plain = all(limit.unit == "requests" for limit in limits)
+        self._costs: dict[int, Cost] = {}
+        for route in (*self.routes.rules, self.routes.default):
+            cost = route.fixed_cost
+            if cost is not None and self._plain and route.unit == "requests":
+                cost = route.cost  # type: ignore[assignment]
+            if cost is not None:
+                self._costs[id(route)] = cost
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -186,7 +193,9 @@ class QuotaMiddleware:
                 problem = customer_required(scope["path"], self.problems, self.challenge)
                 await _refuse(problem, [], send)
                 return
-        cost = route.cost_of(scope)
+        cost = self._costs.get(id(route))
+        if cost is None:
+            cost = route.cost_of(scope)
         lease = None
         if route.deferred or self._hold:
             lease = await self.guard.reserve(

@@ -114,26 +114,30 @@ class HeaderOptions:
 
 
 class HeaderBuilder:
-    """Builds the header lines for a decision, caching each plan's policy value."""
+    """Builds the header lines for a decision.
 
-    __slots__ = ("_clock", "_draft", "_legacy", "_policies", "_unit_param")
+    Per plan, the ``RateLimit-Policy`` value and a template of the ``RateLimit`` value
+    are computed once and cached (bounded).
+    """
+
+    __slots__ = ("_clock", "_draft", "_legacy", "_plans", "_unit_param")
 
     def __init__(self, options: HeaderOptions, clock: Clock | None = None) -> None:
         self._clock = clock
         self._draft = options.draft
         self._legacy = options.legacy
         self._unit_param = options.unit_param
-        self._policies: dict[tuple[Limit, ...], bytes] = {}
+        self._plans: dict[tuple[Limit, ...], tuple[bytes, str]] = {}
 
-    def policy(self, statuses: Sequence[LimitStatus]) -> bytes:
-        """The encoded ``RateLimit-Policy`` value for the limits in ``statuses``."""
-        key = tuple([status.limit for status in statuses])
-        value = self._policies.get(key)
-        if value is None:
-            if len(self._policies) >= 1024:  # overrides make many variants: stay bounded
-                self._policies.clear()
-            value = self._policies[key] = format_policy(key, self._unit_param).encode("ascii")
-        return value
+    def _compile(self, key: tuple[Limit, ...]) -> tuple[bytes, str]:
+        if len(self._plans) >= 1024:  # overrides make many variants: stay bounded
+            self._plans.clear()
+        policy = format_policy(key, self._unit_param).encode("ascii")
+        template = ", ".join(
+            sf_string(limit.name).replace("%", "%%") + ";r=%d;t=%d" for limit in key
+        )
+        entry = self._plans[key] = (policy, template)
+        return entry
 
     def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
         """Header lines (lower-case names) for ``decision``; empty when it has no limits."""
@@ -142,8 +146,22 @@ class HeaderBuilder:
             return []
         lines: list[tuple[bytes, bytes]] = []
         if self._draft:
-            lines.append((b"ratelimit-policy", self.policy(statuses)))
-            lines.append((b"ratelimit", format_ratelimit(statuses).encode("ascii")))
+            limits = []
+            values: list[int] = []
+            for status in statuses:
+                limits.append(status[0])
+                remaining = status[2]
+                refill = status[5]
+                values.append(int(remaining) if remaining > 0 else 0)
+                values.append(
+                    0 if refill <= 0 else math.ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX
+                )
+            key = tuple(limits)
+            entry = self._plans.get(key)
+            if entry is None:
+                entry = self._compile(key)
+            lines.append((b"ratelimit-policy", entry[0]))
+            lines.append((b"ratelimit", (entry[1] % tuple(values)).encode("ascii")))
         if self._legacy:
             if now is None and self._clock is not None:
                 now = self._clock.now_us() / 1_000_000

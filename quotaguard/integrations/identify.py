@@ -90,6 +90,7 @@ class APIKey:
     """An authorization scheme ("Bearer") that prefixes the key in the header."""
     _name: bytes = attrs.field(init=False, repr=False)
     _scheme: bytes | None = attrs.field(init=False, repr=False)
+    _digests: dict[bytes, str] = attrs.field(init=False, repr=False, eq=False, factory=dict)
 
     @secret.validator
     def _check_secret(self, _: attrs.Attribute[bytes], value: bytes) -> None:
@@ -116,7 +117,14 @@ class APIKey:
         raw = raw.strip()
         if not raw:
             return None
-        digest = hashlib.blake2b(raw, digest_size=16, key=self.secret).hexdigest()
+        digests = self._digests
+        digest = digests.get(raw)
+        if digest is None:
+            if len(digests) >= 4096:  # bounded: keys seen recently, hashed once
+                digests.clear()
+            digest = digests[raw] = hashlib.blake2b(
+                raw, digest_size=16, key=self.secret
+            ).hexdigest()
         if self.lookup is None:
             return Identity(self.prefix + digest)
         found = self.lookup(digest)
