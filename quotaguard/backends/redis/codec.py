@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from collections.abc import Collection, Generator
 from importlib import resources
 from typing import Any, TypeVar
@@ -72,7 +73,7 @@ class ScriptCall:
 
     script: str
     keys: list[str]
-    args: list[str]
+    args: list[str | bytes]
 
 
 @attrs.frozen
@@ -164,8 +165,33 @@ def limit_args(limit: Limit) -> str:
 
 
 def plan_arg(limits: tuple[Limit, ...]) -> str:
-    """The one ARGV item describing a plan's limits to the scripts."""
+    """A plan's limits as settle.lua reads them: ``"kind name a b c "`` per limit."""
     return "".join(limit_args(limit) for limit in limits)
+
+
+def _msgpack(value: str | int | float) -> bytes:
+    if isinstance(value, str):
+        raw = value.encode("ascii")
+        return (bytes((0xA0 | len(raw),)) if len(raw) < 32 else bytes((0xD9, len(raw)))) + raw
+    if isinstance(value, int) and 0 <= value < 128:
+        return bytes((value,))
+    if isinstance(value, int) and 0 <= value < 2**64:
+        return b"\xcf" + struct.pack(">Q", value)
+    return b"\xcb" + struct.pack(">d", float(value))
+
+
+def plan_msgpack(limits: tuple[Limit, ...]) -> bytes:
+    """A plan's limits as decide.lua reads them, decoded in C by its ``cmsgpack``.
+
+    One MessagePack array, five items per limit: kind, name, a, b, c.
+    """
+    items: list[str | int | float] = []
+    for limit in limits:
+        kind, name, a, b, c = limit_args(limit).split()
+        items += (kind, name, *(int(x) if x.isdigit() else float(x) for x in (a, b, c)))
+    size = len(items)
+    head = bytes((0x90 | size,)) if size < 16 else b"\xdc" + struct.pack(">H", size)
+    return head + b"".join(_msgpack(item) for item in items)
 
 
 def _limit_json(limit: Limit) -> dict[str, Any]:
@@ -282,7 +308,7 @@ class RedisBackendBase:
         self.clock = clock
         """The clock used when a call passes no time; None: the Redis server's TIME."""
         self._meta: dict[str, tuple[str, CustomerMeta]] = {}
-        self._plans: dict[int, tuple[Plan, str]] = {}
+        self._plans: dict[int, tuple[Plan, str, bytes]] = {}
         self._owners: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------
@@ -294,15 +320,16 @@ class RedisBackendBase:
             now = self.clock.now_us()
         return str(now)
 
-    def _plan_arg(self, plan: Plan) -> str:
+    def _plan_arg(self, plan: Plan) -> tuple[Plan, str, bytes]:
+        """(plan, its text for settle.lua, its MessagePack for decide.lua), cached."""
         cached = self._plans.get(id(plan))
         if cached is not None and cached[0] is plan:
-            return cached[1]
-        arg = plan_arg(plan.limits)
+            return cached
+        cached = (plan, plan_arg(plan.limits), plan_msgpack(plan.limits))
         if len(self._plans) >= 1024:
             self._plans.clear()
-        self._plans[id(plan)] = (plan, arg)
-        return arg
+        self._plans[id(plan)] = cached
+        return cached
 
     def _remember(self, customer: str, version: Any, raw: Any) -> CustomerMeta:
         version = _text(version) if version else ""
@@ -339,13 +366,13 @@ class RedisBackendBase:
             if target is None:
                 target = resolve(catalogue, meta if version else None, plan, scope)
             if target.__class__ is Revocation:
-                reply = yield ScriptCall("decide", keys, ["p", version, now_arg, "0", ""])
+                reply = yield ScriptCall("decide", keys, ["p", version, now_arg, "0", b"\x90"])
                 if reply[0] == 0:
                     self._remember(customer, reply[1], reply[2])
                     continue
                 return engine.revoked(customer, scope, cost, target.reason)
             limits = target.limits
-            plan_arg = self._plan_arg(target)
+            _, plan_text, plan_arg = self._plan_arg(target)
             if not number:
                 cost_arg = " ".join([fmt(charge(limit, cost)) for limit in limits])
             if lease is None:
@@ -356,7 +383,7 @@ class RedisBackendBase:
             else:
                 token = encode_id(lease[0])
                 record_ttl = engine.lease_ttl(limits, lease[1])
-                owner = _owner(base, cost, limits, plan_arg)
+                owner = _owner(base, cost, limits, plan_text)
                 reply = yield ReserveCall(
                     ScriptCall(
                         "decide",
@@ -458,7 +485,7 @@ class RedisBackendBase:
             reply = yield ScriptCall(
                 "decide",
                 [meta_key, state_key],
-                ["p", version, now_arg, "0", self._plan_arg(target)],
+                ["p", version, now_arg, "0", self._plan_arg(target)[2]],
             )
             if reply[0] == 0:
                 self._remember(customer, reply[1], reply[2])

@@ -7,7 +7,7 @@
 -- ARGV[2]  the settings version the caller resolved its plan with ('' = no settings)
 -- ARGV[3]  now in integer microseconds, or '' for the server's TIME
 -- ARGV[4]  the cost charged to every limit, or one amount per limit, space-separated
--- ARGV[5]  the plan: per limit "kind name a b c ", space-separated
+-- ARGV[5]  the plan: a MessagePack array of five items per limit: kind, name, a, b, c
 --          token bucket 't': a = interval_us, b = capacity
 --          rolling window 'r': a = quota, b = window_us, c = granularity_us
 --          concurrency 'c': a = max_in_flight, b = lease_ttl_us
@@ -49,11 +49,14 @@ else
   now = tonumber(ARGV[3])
 end
 
+local plan = cmsgpack.unpack(ARGV[5])
 local kinds, names, pa, pb, pc, in_plan = {}, {}, {}, {}, {}, {}
-local n = 0
-for k, name, a, b, c in string.gmatch(ARGV[5], '(%a) (%S+) (%S+) (%S+) (%S+)') do
-  n = n + 1
-  kinds[n], names[n], pa[n], pb[n], pc[n] = k, name, tonumber(a), tonumber(b), tonumber(c)
+local n = #plan / 5
+for i = 1, n do
+  local base = 5 * i - 5
+  local name = plan[base + 2]
+  kinds[i], names[i], pa[i], pb[i], pc[i] =
+    plan[base + 1], name, plan[base + 3], plan[base + 4], plan[base + 5]
   in_plan[name] = true
 end
 

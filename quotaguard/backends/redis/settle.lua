@@ -6,7 +6,8 @@
 -- ARGV[1]  now in integer microseconds, or '' for the server's TIME
 -- ARGV[2]  the actual cost as JSON (kept in the record)
 -- ARGV[3]  the lease token
--- ARGV[4]  the plan the lease was reserved on (format: see decide.lua)
+-- ARGV[4]  the plan the lease was reserved on: per limit "kind name a b c ",
+--          space-separated (the a, b, c of decide.lua)
 -- ARGV[5]  one delta (actual - estimate charged to that limit) per limit, space-separated
 -- Reply:   {0}  unknown or expired lease
 --          {1, settled}  settled before (the actual cost then, as JSON): nothing charged
