@@ -29,9 +29,9 @@ from quotaguard import Guard, Plan, RollingWindow, TokenBucket
 
 HUGE = 10**12
 
-# A bucket that stores state on every call (a very fast refill would stay full and store
-# nothing) yet never runs dry during the run.
-BURST = TokenBucket("burst", 10**8, "1000/second")
+# A bucket whose state outlives the run (a fast refill would be full again before the
+# next call to the same customer, so nothing would be stored), yet never runs dry.
+BURST = TokenBucket("burst", 10**7, "1/minute")
 ONE_LIMIT = Plan("one", [BURST])
 THREE_LIMITS = Plan(
     "three",
