@@ -30,9 +30,9 @@ from prometheus_client.registry import Collector
 
 from quotaguard._version import __version__
 from quotaguard.clock import Clock, SystemClock
-from quotaguard.core.decision import Decision, LimitStatus, Outcome
+from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable
-from quotaguard.core.policy import charge
+from quotaguard.core.policy import Limit, charge
 from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
 from quotaguard.metrics.topk import UtilizationTable
 
@@ -95,6 +95,8 @@ _LIMIT = itemgetter(0)
 _ALLOWED = Outcome.ALLOWED
 _NUMBERS: frozenset[type] = frozenset((int, float))
 _monotonic = time.monotonic
+# Pending observations per histogram before they are handed to prometheus_client early.
+_MAX_PENDING = 16_384
 
 
 def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -141,7 +143,7 @@ class ExporterConfig:
         default=LATENCY_BUCKETS, converter=_bounds, validator=_check_bounds
     )
     """Bucket bounds of the backend latency histogram."""
-    batch_size: int = attrs.field(default=512, validator=_positive_int)
+    batch_size: int = attrs.field(default=128, validator=_positive_int)
     """Decisions buffered before they are aggregated."""
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
     """Buffered decisions are aggregated at least this often while traffic comes (and at
@@ -160,28 +162,91 @@ class ExporterConfig:
 
 
 class _PlanInfo:
-    """Cached label children and tables for one plan's limits."""
+    """One plan's label children, top-K tables and pending (not yet pushed) sums.
 
-    __slots__ = ("allowed", "hists", "limits", "names", "spike_limit", "tables", "units")
+    Batches add plain Python numbers and lists here; `push` hands them to
+    prometheus_client (one increment per label set and bucket) at a scrape and every
+    ``flush_interval``. Nothing here keeps a `Decision` alive.
+    """
+
+    __slots__ = (
+        "allowed",
+        "allowed_child",
+        "hists",
+        "limits",
+        "names",
+        "quotas",
+        "ratios",
+        "raw",
+        "refund_children",
+        "refunds",
+        "spike_limit",
+        "tables",
+        "unit_children",
+        "unit_limits",
+        "units",
+        "width",
+    )
 
     def __init__(self, exporter: PrometheusExporter, plan: str, statuses: Sequence[LimitStatus]):
         config = exporter.config
-        self.names = tuple(status.limit.name for status in statuses)
-        self.limits = tuple(status.limit for status in statuses)
-        self.allowed = exporter._decisions.labels(plan, "", _ALLOWED.value)
-        self.units = [
-            (status.limit, exporter._units.labels(plan, status.limit.name))
-            for status in statuses
-            if status.limit.kind != "concurrency"
-        ]
+        self.limits: tuple[Limit, ...] = tuple(status.limit for status in statuses)
+        self.names = tuple(limit.name for limit in self.limits)
+        self.width = len(self.limits)
+        self.allowed = 0
+        self.allowed_child = exporter._decisions.labels(plan, "", _ALLOWED.value)
+        self.unit_limits = [limit for limit in self.limits if limit.kind != "concurrency"]
+        self.unit_children = [exporter._units.labels(plan, x.name) for x in self.unit_limits]
+        self.units = [0.0] * len(self.unit_limits)
+        self.refund_children = [exporter._refunds.labels(plan, x.name) for x in self.unit_limits]
+        self.refunds = [0.0] * len(self.unit_limits)
         # Spikes are measured in the unit of the plan's last non-concurrency limit
         # (typically the weekly cap); None: in requests.
-        self.spike_limit = self.units[-1][0] if self.units else None
+        self.spike_limit = self.unit_limits[-1] if self.unit_limits else None
         self.hists = [exporter._utilization.labels(plan, name) for name in self.names]
         self.tables = [
             exporter._table(plan, name, config.max_tracked, config.min_utilization)
             for name in self.names
         ]
+        # Pending utilisation observations per limit: raw ``used`` values on the scale of
+        # ``quotas[i]`` (one quota for everyone), and ratios (per-customer overrides).
+        self.raw: list[list[float]] = [[] for _ in self.limits]
+        self.quotas: list[float] = [float(limit.quota) for limit in self.limits]
+        self.ratios: list[list[float]] = [[] for _ in self.limits]
+
+    def matches(self, statuses: Sequence[LimitStatus]) -> bool:
+        """Whether ``statuses`` have this plan's shape (limit names, in order)."""
+        if tuple(map(_LIMIT, statuses)) == self.limits:
+            return True
+        return len(statuses) == self.width and all(
+            status[0].name == name for status, name in zip(statuses, self.names, strict=True)
+        )
+
+    def push_histogram(self, i: int, bounds: Sequence[float]) -> None:
+        """Hand limit ``i``'s pending utilisation observations to prometheus_client."""
+        raw, ratios = self.raw[i], self.ratios[i]
+        if raw:
+            _observe_scaled(self.hists[i], bounds, raw, self.quotas[i])
+            raw.clear()
+        if ratios:
+            _observe_scaled(self.hists[i], bounds, ratios, 1)
+            ratios.clear()
+
+    def push(self, bounds: Sequence[float]) -> None:
+        """Hand every pending sum to prometheus_client."""
+        if self.allowed:
+            self.allowed_child.inc(self.allowed)
+            self.allowed = 0
+        for pending, children in (
+            (self.units, self.unit_children),
+            (self.refunds, self.refund_children),
+        ):
+            for j, amount in enumerate(pending):
+                if amount:
+                    children[j].inc(amount)
+                    pending[j] = 0.0
+        for i in range(self.width):
+            self.push_histogram(i, bounds)
 
 
 def _reason(error: BaseException) -> str:
@@ -287,8 +352,19 @@ class PrometheusExporter:
         )
         self._units = Counter(
             "quotaguard_units_consumed",
-            "Units consumed by admitted decisions (the cost asked), per plan and limit.",
+            "Units consumed: admitted costs plus settlements above the estimate.",
             ["plan", "limit"],
+            registry=None,
+        )
+        self._refunds = Counter(
+            "quotaguard_units_refunded",
+            "Units given back when a lease settled below its estimate, per plan and limit.",
+            ["plan", "limit"],
+            registry=None,
+        )
+        self._unattributed = Counter(
+            "quotaguard_settlements_unattributed",
+            "Settlements whose plan the exporter could not tell; their units are not counted.",
             registry=None,
         )
         self._utilization = Histogram(
@@ -329,6 +405,8 @@ class PrometheusExporter:
         self._metrics: tuple[Any, ...] = (
             self._decisions,
             self._units,
+            self._refunds,
+            self._unattributed,
             self._utilization,
             self._latency,
             self._errors,
@@ -370,8 +448,10 @@ class PrometheusExporter:
             self._elapsed.append(elapsed)
         else:
             self._other_backend(backend, elapsed)
-        if len(buffer) >= self._batch or _monotonic() >= self._deadline:
-            self.flush()
+        if len(buffer) >= self._batch:
+            self._drain()
+        elif _monotonic() >= self._deadline:
+            self._flush(fold=False)
 
     def on_backend_error(self, backend: str, error: BackendUnavailable) -> None:
         """Count a backend failure by ``reason`` (timeout, connection, error class)."""
@@ -386,6 +466,48 @@ class PrometheusExporter:
         except Exception:  # pragma: no cover - never raise into the guard
             logger.exception("quotaguard exporter failed to count a backend error")
 
+    def on_settlement(self, settlement: Settlement, customer: str, plan: str | None) -> None:
+        """Add a settled lease's difference from its estimate to the units counters.
+
+        A positive delta (the actual cost exceeded the estimate) is added to
+        ``quotaguard_units_consumed_total``; a negative one (a refund) to
+        ``quotaguard_units_refunded_total``, so no counter ever decreases. Each limit of
+        the plan is charged in its own unit. The plan is ``plan`` when the guard passes
+        it, else the plan of the customer's latest decision if the exporter still knows
+        it, else the only plan seen; otherwise the settlement is counted in
+        ``quotaguard_settlements_unattributed_total``.
+        """
+        try:
+            if settlement.already_settled:
+                return
+            with self._lock:
+                info = self._settlement_plan(customer, plan)
+                if info is None:
+                    self._unattributed.inc()
+                    return
+                delta = settlement.delta
+                for j, limit in enumerate(info.unit_limits):
+                    amount = charge(limit, delta)
+                    if amount > 0:
+                        info.units[j] += amount
+                    elif amount < 0:
+                        info.refunds[j] -= amount
+        except Exception:  # pragma: no cover - never raise into the guard
+            logger.exception("quotaguard exporter failed to count a settlement")
+
+    def _settlement_plan(self, customer: str, plan: str | None) -> _PlanInfo | None:
+        if plan is None and customer:
+            # The customer may still be in the buffer, a top-K table or the spike table.
+            for decision in reversed(self._buffer):
+                if decision[2] == customer and decision[3] is not None:
+                    plan = decision[3]
+                    break
+            else:
+                plan = self.spikes.plan_of(customer) if self.spikes is not None else None
+        if plan is None and len(self._plans) == 1:
+            plan = next(iter(self._plans))
+        return None if plan is None else self._plans.get(plan)
+
     def _other_backend(self, backend: str, elapsed: float) -> None:
         with self._lock:
             if not self._backend:
@@ -397,16 +519,38 @@ class PrometheusExporter:
     # -- aggregation ------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Aggregate the buffered decisions now (scrapes do this by themselves)."""
+        """Aggregate the buffered decisions and publish every pending sum now.
+
+        Scrapes do this by themselves; so does the first decision after each
+        ``flush_interval``.
+        """
+        self._flush(fold=True)
+
+    def _flush(self, fold: bool) -> None:
         events: list[SpikeEvent] = []
         with self._lock:
             self._deadline = _monotonic() + self.config.flush_interval
             try:
-                events = self._flush_locked()
+                events = self._flush_locked(fold)
             except Exception:
                 logger.exception("quotaguard exporter failed to aggregate decisions")
         for event in events:
             self._fire(event)
+
+    def _drain(self) -> None:
+        """Aggregate a full buffer into the pending sums (no prometheus_client calls)."""
+        events: list[SpikeEvent] = []
+        with self._lock:
+            try:
+                events = self._aggregate_buffer(self._now())
+                if len(self._elapsed) >= _MAX_PENDING:
+                    self._push_latency()
+            except Exception:
+                logger.exception("quotaguard exporter failed to aggregate decisions")
+        for event in events:
+            self._fire(event)
+        if _monotonic() >= self._deadline:
+            self._flush(fold=False)
 
     def _fire(self, event: SpikeEvent) -> None:
         hook = self.on_spike
@@ -420,12 +564,8 @@ class PrometheusExporter:
     def _now(self) -> float:
         return self.clock.now_us() / 1_000_000
 
-    def _flush_locked(self) -> list[SpikeEvent]:
-        # Slice then delete: appends racing with the flush stay in the buffer.
-        buffer = self._buffer
-        count = len(buffer)
-        decisions = buffer[:count]
-        del buffer[:count]
+    def _push_latency(self) -> None:
+        # Slice then delete: appends racing with the flush stay in the list.
         elapsed = self._elapsed
         count = len(elapsed)
         latencies = elapsed[:count]
@@ -437,22 +577,36 @@ class PrometheusExporter:
             others, self._other_elapsed = self._other_elapsed, {}
             for backend, values in others.items():
                 _observe_many(self._latency.labels(backend), bounds, values)
+
+    def _flush_locked(self, fold: bool) -> list[SpikeEvent]:
         now = self._now()
-        events = self._aggregate(decisions, now) if decisions else []
-        if self.spikes is not None and not decisions:
-            events = self.spikes.fold(now) if self.spikes.pending else []
+        events = self._aggregate_buffer(now)
+        self._push_latency()
+        bounds = self.config.utilization_buckets
+        for info in self._plans.values():
+            info.push(bounds)
+        spikes = self.spikes
+        if spikes is not None and spikes.pending and (fold or spikes.fold_due(now)):
+            events.extend(spikes.fold(now))
         if self._snapshots is not None and _monotonic() >= self._next_snapshot:
             self._next_snapshot = _monotonic() + self.config.snapshot_interval
             self._refresh_near_limit(now)
             self._snapshots.write(self._top_utilization(now), self._top_spikes(now), now)
         return events
 
-    def _aggregate(self, decisions: list[Decision], now: float) -> list[SpikeEvent]:
+    def _aggregate_buffer(self, now: float) -> list[SpikeEvent]:
+        # Slice then delete: appends racing with the aggregation stay in the buffer.
+        buffer = self._buffer
+        count = len(buffer)
+        if not count:
+            return []
+        decisions = buffer[:count]
+        del buffer[:count]
+        plan = decisions[0][3]
+        if plan is not None and list(map(_PLAN, decisions)).count(plan) == count:
+            return self._aggregate_plan(plan, decisions, now)  # one plan (counted in C)
         groups: dict[str | None, list[Decision]] = {}
-        plans = list(map(_PLAN, decisions))
-        if plans.count(plans[0]) == len(plans):  # one plan (counted in C)
-            groups[plans[0]] = decisions
-        for decision in decisions if not groups else ():
+        for decision in decisions:
             plan = decision[3]
             group = groups.get(plan)
             if group is None:
@@ -468,16 +622,11 @@ class PrometheusExporter:
             events.extend(self._aggregate_plan(plan, group, now))
         return events
 
-    def _plan_info(self, plan: str, first: Decision) -> _PlanInfo:
+    def _plan_info(self, plan: str, statuses: Sequence[LimitStatus]) -> _PlanInfo:
         info = self._plans.get(plan)
-        statuses = first.limits
-        if (
-            info is None
-            or len(info.names) != len(statuses)
-            or any(
-                status.limit.name != name for status, name in zip(statuses, info.names, strict=True)
-            )
-        ):
+        if info is None or not info.matches(statuses):
+            if info is not None:  # the plan changed shape: publish what the old one holds
+                info.push(self.config.utilization_buckets)
             info = self._plans[plan] = _PlanInfo(self, plan, statuses)
         return info
 
@@ -496,33 +645,40 @@ class PrometheusExporter:
         return table
 
     def _aggregate_plan(self, plan: str, group: list[Decision], now: float) -> list[SpikeEvent]:
-        outcomes = list(map(_OUTCOME, group))
-        allowed = outcomes.count(_ALLOWED)  # identity compare in C (Enum hashing is not)
-        limits_list = list(map(_LIMITS, group))
-        width = len(limits_list[0])
-        if len(set(map(len, limits_list))) != 1:
+        count = len(group)
+        info = self._plan_info(plan, group[0][6])
+        try:
+            # One tuple of statuses per limit (transposed in C); ValueError: mixed shapes.
+            columns: list[tuple[LimitStatus, ...]] | None = list(
+                zip(*map(_LIMITS, group), strict=True)
+            )
+        except ValueError:
+            columns = None
+        if columns is None or len(columns) != info.width:
             # Mixed shapes under one plan name (a catalogue change): one decision at a time.
             events: list[SpikeEvent] = []
             for decision in group:
                 events.extend(self._aggregate_plan(plan, [decision], now))
             return events
-        info = self._plan_info(plan, group[0])
+        outcomes = list(map(_OUTCOME, group))
+        allowed = outcomes.count(_ALLOWED)  # identity compare in C (Enum hashing is not)
         costs = list(map(_COST, group))
-        numeric = set(map(type, costs)) <= _NUMBERS
+        numeric = costs.count(1) == count or set(map(type, costs)) <= _NUMBERS
         if allowed:
-            info.allowed.inc(allowed)
-            if allowed == len(group):
+            info.allowed += allowed
+            if allowed == count:
                 admitted = costs
             else:
                 admitted = [c for c, o in zip(costs, outcomes, strict=True) if o is _ALLOWED]
             if numeric:
                 total = math.fsum(admitted)
-                for _, child in info.units:
-                    child.inc(total)
+                units = info.units
+                for j in range(len(units)):
+                    units[j] += total
             else:  # per-unit costs: each limit is charged its own unit
-                for limit_spec, child in info.units:
-                    child.inc(math.fsum([charge(limit_spec, c) for c in admitted]))
-        if allowed != len(group):
+                for j, limit_spec in enumerate(info.unit_limits):
+                    info.units[j] += math.fsum([charge(limit_spec, c) for c in admitted])
+        if allowed != count:
             refused: TallyCounter[tuple[str, str]] = TallyCounter(
                 (_binding_limit(d), d[1].value) for d in group if d[1] is not _ALLOWED
             )
@@ -530,22 +686,27 @@ class PrometheusExporter:
                 self._other_child(plan, limit, outcome).inc(n)
         customers = list(map(_CUSTOMER, group))
         customer_set: set[str] | None = None
-        bounds = self.config.utilization_buckets
-        for i in range(width):
-            statuses = list(map(itemgetter(i), limits_list))
+        for i, statuses in enumerate(columns):
             used = list(map(_USED, statuses))
+            limits = list(map(_LIMIT, statuses))
             table = info.tables[i]
             floor = table.floor
             values: list[float] | None = None
-            if len(set(map(id, map(_LIMIT, statuses)))) == 1:
-                # One quota for all (no overrides): bucket the raw ``used`` in C.
-                quota = statuses[0][0].quota
-                _observe_scaled(info.hists[i], bounds, used, quota)
+            if limits.count(limits[0]) == count:
+                # One quota for all (no overrides): keep the raw ``used`` (scaled later).
+                quota = limits[0].quota
+                raw = info.raw[i]
+                if quota != info.quotas[i]:
+                    info.push_histogram(i, self.config.utilization_buckets)
+                    info.quotas[i] = quota
+                raw.extend(used)
                 candidates = max(used) >= floor * quota
             else:  # per-customer overrides: quotas differ
                 values = [status[3] / status[0].quota for status in statuses]
-                _observe_scaled(info.hists[i], bounds, values, 1)
+                info.ratios[i].extend(values)
                 candidates = max(values) >= floor
+            if len(info.raw[i]) + len(info.ratios[i]) >= _MAX_PENDING:
+                info.push_histogram(i, self.config.utilization_buckets)
             updates: list[tuple[str, float]] = []
             if candidates:
                 if values is None:
@@ -565,12 +726,12 @@ class PrometheusExporter:
         if self.spikes is not None:
             spike_limit = info.spike_limit
             if spike_limit is None:
-                units: list[float] = [1.0] * len(costs)
+                spike_units: Sequence[float] = [1] * count
             elif numeric:
-                units = costs
+                spike_units = costs
             else:
-                units = [charge(spike_limit, c) for c in costs]
-            return self.spikes.record(customers, units, plan, now)
+                spike_units = [charge(spike_limit, c) for c in costs]
+            return self.spikes.record(customers, spike_units, plan, now)
         return []
 
     # -- views ------------------------------------------------------------------------

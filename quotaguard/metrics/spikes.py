@@ -137,8 +137,8 @@ class SpikeDetector:
         self.config = config or SpikeConfig()
         """The configuration."""
         self._entries: dict[str, _Entry] = {}
-        self._pending: Counter[str] = Counter()  # values may be floats (token costs)
-        self._plans: dict[str, str] = {}
+        # Pending units per plan (one counter per plan: no per-customer plan bookkeeping).
+        self._pending: dict[str, Counter[str]] = {}
         self._max_pending = 4 * self.config.capacity
         self._next_fold: float | None = None
 
@@ -148,8 +148,20 @@ class SpikeDetector:
 
     @property
     def pending(self) -> int:
-        """How many distinct customers wait for the next fold."""
-        return len(self._pending)
+        """How many distinct customers wait for the next fold (per plan)."""
+        return sum(map(len, self._pending.values()))
+
+    def fold_due(self, now: float) -> bool:
+        """Whether ``fold_interval`` has passed since the last fold."""
+        return self._next_fold is None or now >= self._next_fold
+
+    def plan_of(self, customer: str) -> str | None:
+        """The plan of the customer's latest decision, if the customer is tracked or pending."""
+        for plan, counter in self._pending.items():
+            if customer in counter:
+                return plan
+        entry = self._entries.get(customer)
+        return None if entry is None else entry.plan
 
     def record(
         self, customers: Sequence[str], costs: Sequence[float], plan: str, now: float
@@ -158,25 +170,40 @@ class SpikeDetector:
 
         Returns the spikes detected if this call folded the pending units.
         """
-        pending = self._pending
-        if costs and min(costs) == 1 == max(costs):
+        pending = self._pending.get(plan)
+        if pending is None:
+            pending = self._pending[plan] = Counter()
+        if costs and costs.count(1) == len(costs):
             pending.update(customers)  # counts in C
         else:
             get = pending.get
             for customer, cost in zip(customers, costs, strict=True):
                 pending[customer] = get(customer, 0) + cost  # type: ignore[assignment]
-        self._plans.update(dict.fromkeys(customers, plan))
         if self._next_fold is None:
             self._next_fold = now + self.config.fold_interval
-        if len(pending) >= self._max_pending or now >= self._next_fold:
+        if (
+            len(pending) >= self._max_pending
+            or now >= self._next_fold
+            or (len(self._pending) > 1 and self.pending >= self._max_pending)
+        ):
             return self.fold(now)
         return []
 
     def fold(self, now: float) -> list[SpikeEvent]:
         """Fold the pending units into the averages at ``now``; return new spikes."""
-        pending, self._pending = self._pending, Counter()
-        plans, self._plans = self._plans, {}
+        by_plan, self._pending = self._pending, {}
         self._next_fold = now + self.config.fold_interval
+        if not by_plan:
+            return []
+        plans: dict[str, str] = {}
+        if len(by_plan) == 1:
+            ((only_plan, pending),) = by_plan.items()
+        else:
+            only_plan = None
+            pending = Counter()
+            for plan, counter in by_plan.items():
+                pending.update(counter)
+                plans.update(dict.fromkeys(counter, plan))
         if not pending:
             return []
         config = self.config
@@ -194,7 +221,7 @@ class SpikeDetector:
             entry.short = entry.short * exp(-elapsed / short_tau) + units / short_tau
             entry.long = entry.long * exp(-elapsed / long_tau) + units / long_tau
             entry.at = now
-            entry.plan = plans.get(customer, entry.plan)
+            entry.plan = only_plan or plans.get(customer, entry.plan)
             if now - entry.first < config.min_history:
                 continue
             ratio = self._ratio(entry, now)
@@ -218,7 +245,10 @@ class SpikeDetector:
                 for customer, units in pending.items():
                     if units > least and customer not in entries:
                         entries[customer] = _Entry(
-                            units / short_tau, units / long_tau, now, plans.get(customer, "")
+                            units / short_tau,
+                            units / long_tau,
+                            now,
+                            only_plan or plans.get(customer, ""),
                         )
         if len(entries) > config.capacity:
             self._trim(now)
