@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 import attrs
 
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from quotaguard.lease import AsyncLease, Lease
 
 logger = logging.getLogger("quotaguard")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 PlansArgument = PlanCatalogue | Iterable[Plan] | Mapping[str, Plan] | str | Path
 """A catalogue, plans, or the path of a TOML plans file."""
@@ -204,13 +207,22 @@ class GuardBase:
     def _new_lease_id() -> str:
         return os.urandom(12).hex()
 
-    def limit(self, *args: Any, **kwargs: Any) -> Any:
-        """A decorator that guards a function; see `quotaguard.integrations.decorators.limit`."""
-        from quotaguard.integrations.decorators import (  # type: ignore[import-not-found,unused-ignore]
-            limit,
-        )
+    def limit(
+        self,
+        customer: str | Callable[..., str] = "customer",
+        *,
+        cost: Cost | Callable[..., Cost] = 1,
+        scope: str | None = None,
+        plan: str | Callable[..., str | None] | None = None,
+        fallback: Callable[..., Any] | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator that checks this guard before every call of the function.
 
-        return limit(self, *args, **kwargs)
+        See `quotaguard.integrations.decorators.limit`.
+        """
+        from quotaguard.integrations.decorators import limit
+
+        return limit(self, customer, cost=cost, scope=scope, plan=plan, fallback=fallback)
 
     # -- outcomes --------------------------------------------------------------------
 

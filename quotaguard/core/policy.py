@@ -185,7 +185,13 @@ class RollingWindow:
 
     def with_quota(self, quota: int) -> RollingWindow:
         """A copy with another quota."""
-        return attrs.evolve(self, quota=quota)
+        return RollingWindow(
+            self.name,
+            quota,
+            self.window_us / SECOND_US,
+            self.granularity_us / SECOND_US,
+            unit=self.unit,
+        )
 
 
 def default_granularity_us(window_us: int) -> int:
@@ -240,7 +246,7 @@ class Concurrency:
 
     def with_quota(self, quota: int) -> Concurrency:
         """A copy with another maximum."""
-        return attrs.evolve(self, max_in_flight=quota)
+        return Concurrency(self.name, quota, self.lease_ttl_us / SECOND_US, unit=self.unit)
 
 
 Limit: TypeAlias = TokenBucket | RollingWindow | Concurrency

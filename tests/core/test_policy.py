@@ -143,3 +143,12 @@ def test_unknown_plan_lookups_list_the_catalogue():
     catalogue = PlanCatalogue([Plan("a"), Plan("b")])
     with pytest.raises(UnknownPlanError, match="unknown plan 'c'; the catalogue has a, b"):
         catalogue["c"]
+
+
+def test_a_quota_override_keeps_every_other_setting():
+    window = RollingWindow("w", 10, "5 hours", "5 minutes", unit="tokens")
+    assert window.with_quota(99) == RollingWindow("w", 99, "5 hours", "5 minutes", unit="tokens")
+    slots = Concurrency("c", 2, lease_ttl=0.25, unit="streams")
+    assert slots.with_quota(5) == Concurrency("c", 5, lease_ttl=0.25, unit="streams")
+    bucket = TokenBucket("b", 5, "7/second", unit="tokens")
+    assert bucket.with_quota(9) == TokenBucket("b", 9, "7/second", unit="tokens")
