@@ -496,14 +496,15 @@ class PrometheusExporter:
             logger.exception("quotaguard exporter failed to count a settlement")
 
     def _settlement_plan(self, customer: str, plan: str | None) -> _PlanInfo | None:
-        if plan is None and customer:
-            # The customer may still be in the buffer, a top-K table or the spike table.
-            for decision in reversed(self._buffer):
-                if decision[2] == customer and decision[3] is not None:
-                    plan = decision[3]
-                    break
-            else:
-                plan = self.spikes.plan_of(customer) if self.spikes is not None else None
+        if plan is not None and plan in self._plans:
+            return self._plans[plan]
+        # The decision may still be buffered (not aggregated yet): take its plan from there.
+        for decision in reversed(self._buffer):
+            found = decision[3]
+            if found is not None and (found == plan or (plan is None and decision[2] == customer)):
+                return self._plan_info(found, decision[6])
+        if plan is None and customer and self.spikes is not None:
+            plan = self.spikes.plan_of(customer)
         if plan is None and len(self._plans) == 1:
             plan = next(iter(self._plans))
         return None if plan is None else self._plans.get(plan)

@@ -102,7 +102,9 @@ def test_bulk_histogram_matches_observe(exporter: PrometheusExporter) -> None:
     for u in used:
         reference.observe(u / 10)
     expected = {
-        s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name == "r_bucket"
+        s.labels["le"]: s.value
+        for s in next(iter(reference.collect())).samples
+        if s.name == "r_bucket"
     }
     for le, count in expected.items():
         got = value(
@@ -139,6 +141,39 @@ def test_shadow_revoked_and_per_unit_costs(clock: FakeClock) -> None:
     )
     assert value(exporter, "quotaguard_units_consumed_total", plan="pro", limit="burst") == 10
     assert value(exporter, "quotaguard_units_consumed_total", plan="pro", limit="weekly") == 500
+
+
+def test_settlements_adjust_units_and_never_decrement(
+    exporter: PrometheusExporter, clock: FakeClock
+) -> None:
+    guard = Guard([PLAN], default_plan="pro", clock=clock, observers=[exporter])
+    over = guard.reserve("frank", 4)
+    assert over.lease_id is not None
+    guard.settle(over.lease_id, 6, customer="frank")  # 2 more than reserved
+    guard.settle(over.lease_id, 9, customer="frank")  # already settled: no change
+    under = guard.reserve("frank", 4)
+    assert under.lease_id is not None
+    guard.settle(under.lease_id, 1, customer="")  # a refund of 3; the only plan seen
+    for limit in ("burst", "five_hour", "weekly"):
+        assert value(exporter, "quotaguard_units_consumed_total", plan="pro", limit=limit) == 10
+        assert value(exporter, "quotaguard_units_refunded_total", plan="pro", limit=limit) == 3
+    assert value(exporter, "quotaguard_settlements_unattributed_total") == 0
+
+
+def test_settlements_with_an_unknown_plan_are_counted_apart(clock: FakeClock) -> None:
+    exporter = PrometheusExporter(clock=clock)
+    plans = [PLAN, Plan("free", [TokenBucket("burst", 100, "1/second")])]
+    guard = Guard(plans, default_plan="pro", clock=clock, observers=[exporter])
+    guard.acquire("gina", 1, plan="free")
+    first = guard.reserve("hal", 4).lease_id
+    second = guard.reserve("hal", 4).lease_id
+    assert first is not None and second is not None
+    exporter.flush()
+    guard.settle(first, 8)  # no customer, two plans seen: unattributed
+    guard.settle(second, 2, customer="hal")  # hal's plan is known from its decisions
+    assert value(exporter, "quotaguard_settlements_unattributed_total") == 1
+    assert value(exporter, "quotaguard_units_consumed_total", plan="pro", limit="weekly") == 8
+    assert value(exporter, "quotaguard_units_refunded_total", plan="pro", limit="weekly") == 2
 
 
 def test_fail_open_and_backend_errors(exporter: PrometheusExporter, clock: FakeClock) -> None:
