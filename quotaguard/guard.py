@@ -304,14 +304,16 @@ class GuardBase:
         scopes = ",".join(f"{scope}:{plan}" for scope, plan in revocation.allow_scopes)
         return f"allow_scopes={scopes or 'none'}"
 
-    def _notify_settlement(self, settlement: Settlement, lease_customer: str | None) -> None:
+    def _notify_settlement(
+        self, settlement: Settlement, lease_customer: str | None, plan: str | None
+    ) -> None:
         if settlement.already_settled:
             return
         for observer in self.observers:
             hook = getattr(observer, "on_settlement", None)
             if hook is not None:
                 try:
-                    hook(settlement, lease_customer or "", None)
+                    hook(settlement, lease_customer or "", plan)
                 except Exception:
                     logger.exception("quotaguard observer %r failed", observer)
 
@@ -433,26 +435,35 @@ class Guard(GuardBase):
     ) -> Decision:
         self._check_request(customer, cost, scope, plan)
         backend = self.backend
-        started = time.perf_counter() if self.observers else 0.0
+        observers = self.observers
+        started = time.perf_counter() if observers else 0.0
         try:
             decision = backend.decide(
                 self.catalogue, customer, cost, scope, plan, self._now(), lease, self.shadow
             )
         except BackendUnavailable as error:
             decision = self._failed(backend.name, customer, cost, scope, error)
-        if self.observers:
+        if observers:
             self._observe(decision, backend.name, started)
         return decision
 
-    def settle(self, lease_id: str, actual: Cost, *, customer: str | None = None) -> Settlement:
+    def settle(
+        self,
+        lease_id: str,
+        actual: Cost,
+        *,
+        customer: str | None = None,
+        plan: str | None = None,
+    ) -> Settlement:
         """Charge ``actual`` for the lease instead of its estimate; a second call is a no-op.
 
-        ``customer`` is only passed on to observers.
+        ``customer`` and ``plan`` are only passed on to observers (`Lease.settle` passes
+        them).
         """
         self._check_cost(actual, "actual cost")
         settlement = self.backend.settle(self.catalogue, lease_id, actual, self._now())
         if self.observers:
-            self._notify_settlement(settlement, customer)
+            self._notify_settlement(settlement, customer, plan)
         return settlement
 
     def usage(self, customer: str, *, scope: str | None = None, plan: str | None = None) -> Usage:
@@ -650,25 +661,31 @@ class AsyncGuard(GuardBase):
     ) -> Decision:
         self._check_request(customer, cost, scope, plan)
         backend = self.backend
-        started = time.perf_counter() if self.observers else 0.0
+        observers = self.observers
+        started = time.perf_counter() if observers else 0.0
         try:
             decision = await backend.decide(
                 self.catalogue, customer, cost, scope, plan, self._now(), lease, self.shadow
             )
         except BackendUnavailable as error:
             decision = self._failed(backend.name, customer, cost, scope, error)
-        if self.observers:
+        if observers:
             self._observe(decision, backend.name, started)
         return decision
 
     async def settle(
-        self, lease_id: str, actual: Cost, *, customer: str | None = None
+        self,
+        lease_id: str,
+        actual: Cost,
+        *,
+        customer: str | None = None,
+        plan: str | None = None,
     ) -> Settlement:
         """See `Guard.settle`."""
         self._check_cost(actual, "actual cost")
         settlement = await self.backend.settle(self.catalogue, lease_id, actual, self._now())
         if self.observers:
-            self._notify_settlement(settlement, customer)
+            self._notify_settlement(settlement, customer, plan)
         return settlement
 
     async def usage(

@@ -139,7 +139,10 @@ class Lease(_LeaseBase):
         if self.settlement is None:
             guard: Guard = self._guard  # type: ignore[assignment]
             self.settlement = guard.settle(
-                self.lease_id, self.estimate if actual is None else actual
+                self.lease_id,
+                self.estimate if actual is None else actual,
+                customer=self.decision.customer,
+                plan=self.decision.plan,
             )
         return self.settlement
 
@@ -172,7 +175,10 @@ class AsyncLease(_LeaseBase):
         if self.settlement is None:
             guard: AsyncGuard = self._guard  # type: ignore[assignment]
             self.settlement = await guard.settle(
-                self.lease_id, self.estimate if actual is None else actual
+                self.lease_id,
+                self.estimate if actual is None else actual,
+                customer=self.decision.customer,
+                plan=self.decision.plan,
             )
         return self.settlement
 

@@ -96,11 +96,6 @@ def test_usage_json_shape(cli: Run, guard: Guard) -> None:
     assert 604_800 <= document["limits"][1]["reset_after"] <= 604_800 + 3600  # 1 h buckets
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: RollingWindow.with_quota uses attrs.evolve, which passes window_us "
-    "(microseconds) back through the seconds converter: the window grows a million-fold",
-)
 def test_an_overridden_quota_keeps_the_window(cli: Run, guard: Guard) -> None:
     guard.acquire("acme", {"tokens": 1500})
     assert cli("override", "acme", "weekly", "200000").code == EXIT_OK
