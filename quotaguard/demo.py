@@ -309,7 +309,7 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
                 clock.advance(1)  # one simulated second between requests
             clock.set(clock.now() - clock.now() % 3600 + 3600)  # on to the next hour
             bar.update(hour, sent, refused)
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", follow_redirects=True).text
         usage = {
             c.name: operator.usage(c.name, plan="benchmark" if c.name == "eve" else c.plan)
             for c in CUSTOMERS

@@ -48,4 +48,8 @@ def test_the_demo_runs_in_under_a_minute_and_shows_every_kind_of_decision() -> N
     assert bench[2:6] == ["benchmark", "96", "80", "16"] and bench[7] == "bench_daily 16"
     assert "ops:demo-operator revoke allow_scopes=benchmark:benchmark" in text
     assert re.search(r"served at http://127\.0\.0\.1:\d+/metrics", text)
+    # the Prometheus counters agree with the HTTP statuses the client saw
+    burst = f'quotaguard_decisions_total{{decision="denied",limit="burst",plan="free"}} {bob[6]}.0'
+    assert burst in text
+    assert 'quotaguard_decisions_total{decision="revoked",limit="",plan=""} 192.0' in text
     assert err.getvalue() == ""  # --no-progress
