@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up quotaguard in a virtual environment and run the in-memory demo.
+# Set up quotaguard in a virtual environment and run the demo: a FastAPI LLM API on the
+# in-memory backend, driven by simulated customers (no Redis needed, under a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
-.venv/bin/python examples/quickstart.py
+.venv/bin/python -m pip install --quiet -e '.[demo]'
+.venv/bin/quotaguard demo
