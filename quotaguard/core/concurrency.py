@@ -49,22 +49,44 @@ def status(spec: Concurrency, state: State, now: int, allowed: bool) -> LimitSta
     )
 
 
-def check(
+def step(
     spec: Concurrency, state: State, now: int, cost: float, lease: Lease | None = None
-) -> tuple[State, LimitStatus, float]:
+) -> tuple[State, bool, float, float]:
     """Take a slot for ``lease``, or (without a lease) check that one is free.
 
-    The cost does not matter: each lease holds one slot. Returns (state after, status,
-    time after which the state no longer matters).
+    The cost does not matter: each lease holds one slot. Returns (state after, admitted,
+    time after which the state no longer matters, retry-after in microseconds).
     """
     state = evict(state, now)
     in_flight = 0 if state is None else len(state) // 2
     if in_flight >= spec.max_in_flight:
-        return state, status(spec, state, now, False), _expiry(state, now)
+        first: float = min(state[1::2])  # type: ignore[index,assignment]
+        return state, False, _expiry(state, now), first - now
     if lease is not None:
         ttl = spec.lease_ttl_us if lease[1] is None else lease[1]
         state = (*(state or ()), lease[0], now + ttl)
-    return state, status(spec, state, now, True), _expiry(state, now)
+    return state, True, _expiry(state, now), 0.0
+
+
+def status_of(
+    spec: Concurrency, state: State, now: int, allowed: bool, retry_us: float
+) -> LimitStatus:
+    """The status of the slots in ``state`` at ``now``."""
+    return status(spec, evict(state, now), now, allowed)
+
+
+def used(spec: Concurrency, state: State, now: int) -> float:
+    """Slots held at ``now`` (its ``used`` status)."""
+    state = evict(state, now)
+    return 0 if state is None else len(state) // 2
+
+
+def check(
+    spec: Concurrency, state: State, now: int, cost: float, lease: Lease | None = None
+) -> tuple[State, LimitStatus, float]:
+    """`step`, with the status: (state after, status, expiry)."""
+    new_state, allowed, expiry, _ = step(spec, state, now, cost, lease)
+    return new_state, status(spec, new_state, now, allowed), expiry
 
 
 def settle(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, overload
 
 import attrs
 
@@ -71,6 +71,70 @@ class LimitStatus(NamedTuple):
         return self.used / self.limit.quota
 
 
+class LimitStatuses(Sequence[LimitStatus]):
+    """The statuses of a decision's limits, computed when first read.
+
+    Building a status costs more than deciding, and many callers only look at
+    ``allowed``; so a decision keeps what it needs to build them (``payload``) and a
+    subclass's ``build`` makes them once, on first access. Compares equal to a tuple of
+    the same statuses.
+    """
+
+    __slots__ = ("_payload", "_statuses")
+    build: Callable[[Any], tuple[LimitStatus, ...]] = staticmethod(lambda payload: payload)
+
+    def __init__(self, payload: Any) -> None:
+        self._payload = payload
+        self._statuses: tuple[LimitStatus, ...] | None = None
+
+    @property
+    def statuses(self) -> tuple[LimitStatus, ...]:
+        """The statuses as a tuple."""
+        statuses = self._statuses
+        if statuses is None:
+            statuses = self._statuses = self.build(self._payload)
+            self._payload = None
+        return statuses
+
+    @property
+    def specs(self) -> tuple[Limit, ...]:
+        """The limits, without building their statuses."""
+        return tuple(status.limit for status in self.statuses)
+
+    @property
+    def used(self) -> tuple[float, ...]:
+        """Each limit's ``used`` value, without building the statuses when avoidable."""
+        return tuple(status.used for status in self.statuses)
+
+    @overload
+    def __getitem__(self, index: int) -> LimitStatus: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[LimitStatus, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> LimitStatus | tuple[LimitStatus, ...]:
+        return self.statuses[index]
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+    def __iter__(self) -> Iterator[LimitStatus]:
+        return iter(self.statuses)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LimitStatuses):
+            return self.statuses == other.statuses
+        if isinstance(other, tuple):
+            return self.statuses == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.statuses)
+
+    def __repr__(self) -> str:
+        return repr(self.statuses)
+
+
 class Decision(NamedTuple):
     """The answer to one request: allowed or not, why, and the state of every limit."""
 
@@ -86,8 +150,8 @@ class Decision(NamedTuple):
     """The scope of the request, if any."""
     cost: Cost
     """The cost asked for (a number, or an amount per unit)."""
-    limits: tuple[LimitStatus, ...]
-    """The state of every limit of the plan, in plan order."""
+    limits: Sequence[LimitStatus]
+    """The state of every limit of the plan, in plan order (built on first access)."""
     retry_after: float
     """0 when admitted; seconds until every refusing limit would admit the cost; or
     ``math.inf`` when the cost can never fit on this plan."""

@@ -73,32 +73,18 @@ def _retry_us(spec: RollingWindow, state: State, now: int, cost: float) -> float
 def status(
     spec: RollingWindow, state: State, now: int, allowed: bool, retry_us: float
 ) -> LimitStatus:
-    """The status of the window holding ``state`` (already evicted) at ``now``."""
-    if state is None:
-        return LimitStatus(spec, allowed, spec.quota, 0, retry_us / 1e6, 0.0, 0.0)
-    total = state[0]
-    remaining = math.floor(spec.quota - total + EPSILON)
-    if remaining < 0:
-        remaining = 0
-    refill_us = drop_time(spec, state[1]) - now if remaining > 0 else _retry_us(spec, state, now, 1)
-    return LimitStatus(
-        spec,
-        allowed,
-        remaining,
-        total,
-        retry_us / 1e6,
-        refill_us / 1e6,
-        (drop_time(spec, state[-2]) - now) / 1e6,
-    )
+    """The status of the window holding ``state`` at ``now`` (see `status_of`)."""
+    return status_of(spec, state, now, allowed, retry_us)
 
 
-def check(
+def step(
     spec: RollingWindow, state: State, now: int, cost: float, lease: object = None
-) -> tuple[State, LimitStatus, float]:
-    """Try to count ``cost`` units at ``now``.
+) -> tuple[State, bool, float, float]:
+    """Try to count ``cost`` units at ``now``, without building a status.
 
-    Returns (state after, status, time after which the state no longer matters). When the
-    cost is refused the returned state is the evicted, otherwise unchanged, one.
+    Returns (state after, admitted, time after which the state no longer matters,
+    retry-after in microseconds: 0 when admitted, ``math.inf`` when it can never fit).
+    When refused, the state is the evicted, otherwise unchanged, one.
     """
     granularity = spec.granularity_us
     window = spec.window_us
@@ -107,39 +93,66 @@ def check(
         state = evict(spec, state, now)
     if state is None:
         if cost > spec.quota:
-            return None, status(spec, None, now, False, _retry_us(spec, None, now, cost)), now
+            return None, False, now, math.inf
         if cost <= 0:
-            return None, _new(LimitStatus, (spec, True, spec.quota, 0, 0.0, 0.0, 0.0)), now
-        state = (cost, current, cost)
-    else:
-        total = state[0] + cost
-        if total > spec.quota:
-            retry_us = _retry_us(spec, state, now, cost)
-            return state, status(spec, state, now, False, retry_us), drop_time(spec, state[-2])
-        if cost > 0:
-            if state[-2] == current:
-                state = (total, *state[1:-1], state[-1] + cost)
-            else:
-                state = (total, *state[1:], current, cost)
-    # the status of the admitted request, as `status` computes it
+            return None, True, now, 0.0
+        end = current + window
+        return (cost, current, cost), True, end - end % granularity + granularity, 0.0
+    total = state[0] + cost
+    if total > spec.quota:
+        return state, False, drop_time(spec, state[-2]), _retry_us(spec, state, now, cost)
+    if cost > 0:
+        if state[-2] == current:
+            state = (total, *state[1:-1], state[-1] + cost)
+        else:
+            state = (total, *state[1:], current, cost)
+    last_end = state[-2] + window
+    return state, True, last_end - last_end % granularity + granularity, 0.0
+
+
+def status_of(
+    spec: RollingWindow, state: State, now: int, allowed: bool, retry_us: float
+) -> LimitStatus:
+    """The status of the window whose state is ``state`` at ``now``."""
+    if state is None:
+        return _new(LimitStatus, (spec, allowed, spec.quota, 0, retry_us / 1e6, 0.0, 0.0))
+    granularity = spec.granularity_us
+    window = spec.window_us
+    if state[1] < now - now % granularity - window:
+        return status_of(spec, evict(spec, state, now), now, allowed, retry_us)
     total = state[0]
     remaining = _floor(spec.quota - total + EPSILON)
-    end = state[-2] + window
-    last_drop = end - end % granularity + granularity
     if remaining > 0:
-        end = state[1] + window
+        end = state[1] + window  # the oldest bucket's drop time, as in `drop_time`
         refill_us = end - end % granularity + granularity - now
     else:
         remaining = 0
         refill_us = _retry_us(spec, state, now, 1)
-    return (
-        state,
-        _new(
-            LimitStatus,
-            (spec, True, remaining, total, 0.0, refill_us / 1e6, (last_drop - now) / 1e6),
-        ),
-        last_drop,
+    end = state[-2] + window
+    reset_us = end - end % granularity + granularity - now
+    return _new(
+        LimitStatus,
+        (spec, allowed, remaining, total, retry_us / 1e6, refill_us / 1e6, reset_us / 1e6),
     )
+
+
+def used(spec: RollingWindow, state: State, now: int) -> float:
+    """Units counted in the window at ``now`` (its ``used`` status)."""
+    if state is None:
+        return 0
+    if state[1] < now - now % spec.granularity_us - spec.window_us:
+        state = evict(spec, state, now)
+        if state is None:
+            return 0
+    return state[0]
+
+
+def check(
+    spec: RollingWindow, state: State, now: int, cost: float, lease: object = None
+) -> tuple[State, LimitStatus, float]:
+    """`step`, with the status: (state after, status, expiry)."""
+    new_state, allowed, expiry, retry_us = step(spec, state, now, cost)
+    return new_state, status(spec, new_state, now, allowed, retry_us), expiry
 
 
 def _add(spec: RollingWindow, state: State, now: int, cost: float) -> State:

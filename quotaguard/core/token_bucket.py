@@ -25,67 +25,63 @@ EPSILON = 1e-9
 State = int | None
 
 _new = tuple.__new__
+_floor = math.floor
 
 
-def status(spec: TokenBucket, backlog: float, allowed: bool, retry_us: float) -> LimitStatus:
-    """The status of a bucket holding ``backlog`` microseconds of debt."""
+def step(
+    spec: TokenBucket, tat: State, now: int, cost: float, lease: object = None
+) -> tuple[State, bool, float, float]:
+    """Try to take ``cost`` units at ``now``, without building a status.
+
+    Returns (state after, admitted, time after which the state no longer matters,
+    retry-after in microseconds: 0 when admitted, ``math.inf`` when it can never fit).
+    When refused, the state is the unchanged one.
+    """
     interval = spec.interval_us
-    available = (spec.capacity * interval - backlog) / interval
-    remaining = math.floor(available + EPSILON)
+    backlog = tat - now if tat is not None and tat > now else 0
+    needed = backlog + cost * interval
+    burst = spec.capacity * interval
+    if needed > burst:
+        return tat, False, now + backlog, math.inf if cost > spec.capacity else needed - burst
+    if needed <= 0:
+        return None, True, now, 0.0
+    new_tat = now + math.floor(needed)
+    return (new_tat if new_tat > now else None), True, new_tat, 0.0
+
+
+def status_of(
+    spec: TokenBucket, tat: State, now: int, allowed: bool, retry_us: float
+) -> LimitStatus:
+    """The status of the bucket whose state is ``tat`` at ``now``."""
+    if tat is None or tat <= now:
+        return _new(LimitStatus, (spec, allowed, spec.capacity, 0.0, retry_us / 1e6, 0.0, 0.0))
+    interval = spec.interval_us
+    backlog = tat - now
+    used = backlog / interval
+    available = spec.capacity - used
+    remaining = _floor(available + EPSILON)
     if remaining < 0:
         remaining = 0
-    if backlog <= 0:
-        refill_us = 0.0
-    else:
-        refill_us = (remaining + 1 - available) * interval
-        if refill_us > backlog:
-            refill_us = backlog
+    refill_us = (remaining + 1 - available) * interval
+    if refill_us > backlog:
+        refill_us = backlog
     return _new(
         LimitStatus,
-        (
-            spec,
-            allowed,
-            remaining,
-            backlog / interval,
-            retry_us / 1e6,
-            refill_us / 1e6,
-            backlog / 1e6,
-        ),
+        (spec, allowed, remaining, used, retry_us / 1e6, refill_us / 1e6, backlog / 1e6),
     )
+
+
+def used(spec: TokenBucket, tat: State, now: int) -> float:
+    """Units counted against the bucket at ``now`` (its ``used`` status)."""
+    return (tat - now) / spec.interval_us if tat is not None and tat > now else 0.0
 
 
 def check(
     spec: TokenBucket, tat: State, now: int, cost: float, lease: object = None
 ) -> tuple[State, LimitStatus, float]:
-    """Try to take ``cost`` units at ``now``.
-
-    Returns (state after, status, time after which the state no longer matters). When the
-    cost is refused the returned state is the unchanged one.
-    """
-    interval = spec.interval_us
-    backlog = tat - now if tat is not None and tat > now else 0.0
-    needed = backlog + cost * interval
-    burst = spec.capacity * interval
-    if needed > burst:
-        retry_us = math.inf if cost > spec.capacity else needed - burst
-        return tat, status(spec, backlog, False, retry_us), now + backlog
-    new_tat = now + math.floor(needed)
-    if needed <= 0:
-        return None, _new(LimitStatus, (spec, True, spec.capacity, 0.0, 0.0, 0.0, 0.0)), now
-    # the status of the admitted request, as `status` computes it
-    available = (burst - needed) / interval
-    remaining = math.floor(available + EPSILON)
-    refill_us = (remaining + 1 - available) * interval
-    if refill_us > needed:
-        refill_us = needed
-    return (
-        new_tat if new_tat > now else None,
-        _new(
-            LimitStatus,
-            (spec, True, remaining, needed / interval, 0.0, refill_us / 1e6, needed / 1e6),
-        ),
-        new_tat,
-    )
+    """`step`, with the status: (state after, status, expiry)."""
+    new_tat, allowed, expiry, retry_us = step(spec, tat, now, cost)
+    return new_tat, status_of(spec, new_tat if allowed else tat, now, allowed, retry_us), expiry
 
 
 def settle(

@@ -26,6 +26,11 @@ def test_a_refusal_changes_no_state_and_an_admission_changes_every_limit(steps):
     for gap, cost in steps:
         now += gap
         allowed, new_states, statuses, _ = engine.evaluate(LIMITS, states, now, cost)
+        _, _, slow_statuses, _ = engine.evaluate_slowly(LIMITS, states, now, cost)
+        used = statuses.used  # computed from the kept states, before the statuses exist
+        assert statuses.specs == LIMITS
+        assert statuses == slow_statuses  # the compiled evaluation matches the plain loop
+        assert used == tuple(status.used for status in statuses)
         assert allowed == all(status.allowed for status in statuses)
         if not allowed:
             assert new_states == states
@@ -55,3 +60,25 @@ def test_lease_ttl_defaults():
     assert engine.lease_ttl(LIMITS, None) == engine.DEFAULT_LEASE_TTL_US
     assert engine.lease_ttl((Concurrency("c", 1, lease_ttl=30),), None) == 30 * SECOND
     assert engine.lease_ttl(LIMITS, 5) == 5
+
+
+TOKEN_LIMITS = (
+    TokenBucket("rpm", 20, "20/minute"),
+    RollingWindow("tpm", 5000, "1 minute", "1 second", unit="tokens"),
+    Concurrency("slots", 3, lease_ttl=30),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20 * SECOND), st.integers(0, 900)), max_size=60))
+def test_compiled_per_unit_evaluation_matches_the_plain_loop(steps):
+    states: list = [None] * len(TOKEN_LIMITS)
+    now = START
+    for index, (gap, tokens) in enumerate(steps):
+        now += gap
+        lease = (f"lease-{index}", None) if index % 3 == 0 else None
+        cost = {"tokens": tokens}
+        fast = engine.evaluate(TOKEN_LIMITS, states, now, cost, lease)
+        slow = engine.evaluate_slowly(TOKEN_LIMITS, states, now, cost, lease)
+        assert fast == slow
+        states = fast[1]
