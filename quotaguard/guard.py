@@ -433,13 +433,29 @@ class Guard(GuardBase):
         plan: str | None,
         lease: LeaseRequest | None,
     ) -> Decision:
-        self._check_request(customer, cost, scope, plan)
+        if not (  # the common case, checked inline; anything else is checked in full
+            customer.__class__ is str
+            and customer
+            and cost.__class__ is int
+            and cost >= 0
+            and scope is None
+            and plan is None
+        ):
+            self._check_request(customer, cost, scope, plan)
         backend = self.backend
         observers = self.observers
+        clock = self.clock
         started = time.perf_counter() if observers else 0.0
         try:
             decision = backend.decide(
-                self.catalogue, customer, cost, scope, plan, self._now(), lease, self.shadow
+                self.catalogue,
+                customer,
+                cost,
+                scope,
+                plan,
+                None if clock is None else clock.now_us(),
+                lease,
+                self.shadow,
             )
         except BackendUnavailable as error:
             decision = self._failed(backend.name, customer, cost, scope, error)

@@ -158,8 +158,8 @@ class MemoryBackend:
                 states: Any = record[_STATES:]
             else:
                 states = self._states(record, target)
-            allowed, new_states, statuses, expiry = engine.evaluate(
-                target.limits, states, now, cost, lease
+            allowed, new_states, statuses, expiry = engine.evaluate_plan(
+                target, states, now, cost, lease
             )
             if allowed:
                 if record is not None and record[_EXTRAS] is None:

@@ -128,6 +128,21 @@ def evaluate(
     return entry[1](states, now, cost, lease)  # type: ignore[no-any-return]
 
 
+def evaluate_plan(
+    plan: Plan,
+    states: Sequence[Any],
+    now: int,
+    cost: Cost,
+    lease: concurrency.Lease | None = None,
+) -> tuple[bool, list[Any], LimitStatuses, float]:
+    """`evaluate` for ``plan``'s limits, with the compiled function kept on the plan."""
+    per_unit = not (cost.__class__ is int or cost.__class__ is float)
+    compiled = plan.evaluators[per_unit]
+    if compiled is None:
+        compiled = plan.evaluators[per_unit] = _compile(plan.limits, per_unit)
+    return compiled(states, now, cost, lease)  # type: ignore[no-any-return]
+
+
 def evaluate_slowly(
     limits: Sequence[Limit],
     states: Sequence[Any],
