@@ -2,6 +2,7 @@
 
 from quotaguard._version import __version__
 from quotaguard.backends import AsyncBackend, Backend, MemoryBackend
+from quotaguard.backends.redis import AsyncRedisBackend, RedisBackend
 from quotaguard.clock import Clock, SystemClock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncBackend",
     "AsyncGuard",
     "AsyncLease",
+    "AsyncRedisBackend",
     "AuditEntry",
     "Backend",
     "BackendUnavailable",
@@ -48,6 +50,7 @@ __all__ = [
     "QuotaExceeded",
     "QuotaguardError",
     "Rate",
+    "RedisBackend",
     "Revocation",
     "RollingWindow",
     "Settlement",
