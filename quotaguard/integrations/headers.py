@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
 from quotaguard.clock import Clock
+from quotaguard.core import engine
 from quotaguard.core.decision import Decision, LimitStatus
-from quotaguard.core.policy import Limit
+from quotaguard.core.policy import Limit, RollingWindow, TokenBucket
+from quotaguard.core.token_bucket import EPSILON
 
 __all__ = [
     "HeaderBuilder",
@@ -51,6 +54,68 @@ def _whole_seconds_up(seconds: float) -> int:
     if seconds >= _SF_INT_MAX:
         return _SF_INT_MAX
     return math.ceil(seconds)
+
+
+def _seconds_value(refill: float) -> int:
+    # as the ``t`` of `format_ratelimit`, for a ``refill_after`` in seconds
+    return 0 if refill <= 0 else math.ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX
+
+
+_floor = math.floor
+ShownOf = Callable[[Any, Any, int], tuple[int, int]]
+"""``(limit, state, now) -> (r, t)``: the ``RateLimit`` values of one limit."""
+
+
+def _shown_by_status(limit: Any, state: Any, now: int) -> tuple[int, int]:
+    # any kind of limit: through the core's own status (what the statuses would show)
+    status = engine.STATUSES[limit.__class__](limit, state, now, True, 0.0)
+    remaining = status[2]
+    return (int(remaining) if remaining > 0 else 0), _seconds_value(status[5])
+
+
+def _shown_bucket(spec: TokenBucket, tat: Any, now: int) -> tuple[int, int]:
+    # `token_bucket.status_of`'s remaining and refill_after, without the rest
+    if tat is None or tat <= now:
+        return spec.capacity, 0
+    interval = spec.interval_us
+    backlog = tat - now
+    available = spec.capacity - backlog / interval
+    remaining = _floor(available + EPSILON)
+    if remaining < 0:
+        remaining = 0
+    refill_us = (remaining + 1 - available) * interval
+    if refill_us > backlog:
+        refill_us = backlog
+    return remaining, _seconds_value(refill_us / 1e6)
+
+
+def _shown_window(spec: RollingWindow, state: Any, now: int) -> tuple[int, int]:
+    # `rolling_window.status_of`'s common case; eviction and exhaustion go through it
+    if state is None:
+        return spec.quota, 0
+    granularity = spec.granularity_us
+    window = spec.window_us
+    if state[1] >= now - now % granularity - window:
+        remaining = _floor(spec.quota - state[0] + EPSILON)
+        if remaining > 0:
+            end = state[1] + window
+            return remaining, _seconds_value((end - end % granularity + granularity - now) / 1e6)
+    return _shown_by_status(spec, state, now)
+
+
+_SHOWN: dict[type, ShownOf] = {TokenBucket: _shown_bucket, RollingWindow: _shown_window}
+
+
+def shown_values(limits: Sequence[Limit], states: Sequence[Any], now: int) -> list[int]:
+    """The ``RateLimit`` values ``[r0, t0, r1, t1, ...]`` for limits in these states at ``now``.
+
+    The same numbers as the limits' statuses would give (remaining rounded down, never
+    negative; seconds to more quota rounded up), without building the statuses.
+    """
+    values: list[int] = []
+    for index, limit in enumerate(limits):
+        values.extend(_SHOWN.get(limit.__class__, _shown_by_status)(limit, states[index], now))
+    return values
 
 
 def _policy_item(limit: Limit, unit_param: str) -> str:
@@ -117,10 +182,12 @@ class HeaderBuilder:
     """Builds the header lines for a decision.
 
     Per plan, the ``RateLimit-Policy`` value and a template of the ``RateLimit`` value
-    are computed once and cached (bounded).
+    are computed once and cached (bounded). While a decision's statuses are not built
+    yet, the ``RateLimit`` numbers are read from what the decision kept, without
+    building them (see `shown_values`).
     """
 
-    __slots__ = ("_clock", "_draft", "_legacy", "_plans", "_unit_param")
+    __slots__ = ("_clock", "_draft", "_fast", "_legacy", "_plans", "_unit_param")
 
     def __init__(self, options: HeaderOptions, clock: Clock | None = None) -> None:
         self._clock = clock
@@ -128,6 +195,9 @@ class HeaderBuilder:
         self._legacy = options.legacy
         self._unit_param = options.unit_param
         self._plans: dict[tuple[Limit, ...], tuple[bytes, str]] = {}
+        # id(limits) -> (limits, policy, template, per-limit value functions), or
+        # (limits, None, "", ()) when some limit has no fast path
+        self._fast: dict[int, tuple[Sequence[Limit], bytes | None, str, tuple[ShownOf, ...]]] = {}
 
     def _compile(self, key: tuple[Limit, ...]) -> tuple[bytes, str]:
         if len(self._plans) >= 1024:  # overrides make many variants: stay bounded
@@ -139,23 +209,61 @@ class HeaderBuilder:
         entry = self._plans[key] = (policy, template)
         return entry
 
+    def _compile_fast(
+        self, limits: Sequence[Limit]
+    ) -> tuple[Sequence[Limit], bytes | None, str, tuple[ShownOf, ...]]:
+        if len(self._fast) >= 1024:
+            self._fast.clear()
+        functions = tuple(_SHOWN.get(limit.__class__) for limit in limits)
+        if None in functions:
+            entry: tuple[Sequence[Limit], bytes | None, str, tuple[ShownOf, ...]] = (
+                limits,
+                None,
+                "",
+                (),
+            )
+        else:
+            policy, template = self._compile(tuple(limits))
+            entry = (limits, policy, template, functions)  # type: ignore[assignment]
+        # the entry keeps `limits` alive, so its id is not reused while cached
+        self._fast[id(limits)] = entry
+        return entry
+
     def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
         """Header lines (lower-case names) for ``decision``; empty when it has no limits."""
         statuses = decision.limits
+        if statuses.__class__ is engine.EvaluatedStatuses and self._draft and not self._legacy:
+            # fallback for a core accessor of (remaining, refill_after) per limit: the
+            # payload is (builder, limits, states, now, allowed, retries) until built
+            payload = statuses._payload
+            if payload is not None:
+                limits = payload[1]
+                fast = self._fast.get(id(limits))
+                if fast is None or fast[0] is not limits:
+                    fast = self._compile_fast(limits)
+                if fast[1] is not None:
+                    if not limits:
+                        return []
+                    states = payload[2]
+                    at = payload[3]
+                    values: list[int] = []
+                    for shown, limit, state in zip(fast[3], limits, states, strict=False):
+                        values.extend(shown(limit, state, at))
+                    return [
+                        (b"ratelimit-policy", fast[1]),
+                        (b"ratelimit", (fast[2] % tuple(values)).encode("ascii")),
+                    ]
         if not statuses:
             return []
         lines: list[tuple[bytes, bytes]] = []
         if self._draft:
             limits = []
-            values: list[int] = []
+            values = []
             for status in statuses:
                 limits.append(status[0])
                 remaining = status[2]
-                refill = status[5]
                 values.append(int(remaining) if remaining > 0 else 0)
-                values.append(
-                    0 if refill <= 0 else math.ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX
-                )
+                values.append(_seconds_value(status[5]))
             key = tuple(limits)
             entry = self._plans.get(key)
             if entry is None:

@@ -90,7 +90,9 @@ class APIKey:
     """An authorization scheme ("Bearer") that prefixes the key in the header."""
     _name: bytes = attrs.field(init=False, repr=False)
     _scheme: bytes | None = attrs.field(init=False, repr=False)
-    _digests: dict[bytes, str] = attrs.field(init=False, repr=False, eq=False, factory=dict)
+    _digests: dict[bytes, tuple[str, Identity]] = attrs.field(
+        init=False, repr=False, eq=False, factory=dict
+    )
 
     @secret.validator
     def _check_secret(self, _: attrs.Attribute[bytes], value: bytes) -> None:
@@ -118,16 +120,16 @@ class APIKey:
         if not raw:
             return None
         digests = self._digests
-        digest = digests.get(raw)
-        if digest is None:
+        known = digests.get(raw)
+        if known is None:
             if len(digests) >= 4096:  # bounded: keys seen recently, hashed once
                 digests.clear()
-            digest = digests[raw] = hashlib.blake2b(
-                raw, digest_size=16, key=self.secret
-            ).hexdigest()
+            digest = hashlib.blake2b(raw, digest_size=16, key=self.secret).hexdigest()
+            # without a lookup the identity never changes: keep it (immutable) too
+            known = digests[raw] = (digest, Identity(self.prefix + digest))
         if self.lookup is None:
-            return Identity(self.prefix + digest)
-        found = self.lookup(digest)
+            return known[1]
+        found = self.lookup(known[0])
         if found is None or isinstance(found, Identity):
             return found
         return Identity(found)
