@@ -182,13 +182,21 @@ class QuotaMiddleware:
         self._hold = any(isinstance(limit, Concurrency) for limit in limits)
         # when every limit counts requests, {"requests": n} is the plain number n
         self._plain = all(limit.unit == "requests" for limit in limits)
-        self._costs: dict[int, Cost] = {}
+        # per route (by id; `routes` keeps them alive): (fixed cost or None, reserve a
+        # lease, decide inline on the memory backend when the customer allows it)
+        self._how: dict[int, tuple[Cost | None, bool, bool]] = {}
         for route in (*self.routes.rules, self.routes.default):
             cost = route.fixed_cost
             if cost is not None and self._plain and route.unit == "requests":
                 cost = route.cost  # type: ignore[assignment]
-            if cost is not None:
-                self._costs[id(route)] = cost
+            reserve = route.deferred or self._hold
+            inline = (
+                self._inline is not None
+                and cost.__class__ is int
+                and cost >= 0
+                and route.scope is None
+            )
+            self._how[id(route)] = (cost, reserve, inline)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -208,23 +216,46 @@ class QuotaMiddleware:
                 problem = customer_required(scope["path"], self.problems, self.challenge)
                 await _refuse(problem, [], send)
                 return
-        cost = self._costs.get(id(route))
+        cost, reserve, inline = self._how[id(route)]
         if cost is None:
             cost = route.cost_of(scope)
         lease = None
-        if route.deferred or self._hold:
-            lease = await self.guard.reserve(
+        guard = self.guard
+        if reserve:
+            lease = await guard.reserve(
                 identity.customer, cost, scope=route.scope, plan=identity.plan
             )
             decision = lease.decision
         else:
-            inline = self._decide_inline(identity, cost, route.scope)
-            if inline is not None:
-                decision = inline
-            else:
-                decision = await self.guard.acquire(
-                    identity.customer, cost, scope=route.scope, plan=identity.plan
-                )
+            customer = identity.customer
+            decided = None
+            if (
+                inline
+                and not guard.observers
+                and customer.__class__ is str
+                and customer
+                and identity.plan is None
+            ):
+                # `AsyncGuard.acquire` minus two coroutines: the guard's own inline check
+                # passed (a customer id, a whole number cost, no scope, no plan), no
+                # observer waits for the decision, and the memory backend never waits
+                clock = guard.clock
+                try:
+                    decided = self._inline.decide(  # type: ignore[union-attr]
+                        guard.catalogue,
+                        customer,
+                        cost,
+                        None,
+                        None,
+                        None if clock is None else clock.now_us(),
+                        None,
+                        guard.shadow,
+                    )
+                except BackendUnavailable:
+                    decided = None  # the guard applies its failure policy
+            if decided is None:
+                decided = await guard.acquire(customer, cost, scope=route.scope, plan=identity.plan)
+            decision = decided
         extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
         if not decision.allowed:
             await _refuse(problem_for(decision, scope["path"], self.problems), extra, send)  # type: ignore[arg-type]
@@ -234,42 +265,6 @@ class QuotaMiddleware:
             await self.app(scope, receive, _with_headers(send, extra))
             return
         await _Settling(quota, lease, scope, send, extra).run(self.app, receive)
-
-    def _decide_inline(self, identity: Identity, cost: Cost, scope: str | None) -> Decision | None:
-        """`AsyncGuard.acquire` on the memory backend for the common request, else None.
-
-        The same call the guard makes, minus two coroutines: only when the request needs
-        no validation beyond the guard's own inline check (a customer id, a whole
-        number cost, no scope, no plan) and no observer waits for the decision.
-        """
-        backend = self._inline
-        customer = identity.customer
-        guard = self.guard
-        if (
-            backend is None
-            or guard.observers
-            or customer.__class__ is not str
-            or not customer
-            or cost.__class__ is not int
-            or cost < 0
-            or scope is not None
-            or identity.plan is not None
-        ):
-            return None
-        clock = guard.clock
-        try:
-            return backend.decide(
-                guard.catalogue,
-                customer,
-                cost,
-                None,
-                None,
-                None if clock is None else clock.now_us(),
-                None,
-                guard.shadow,
-            )
-        except BackendUnavailable:
-            return None  # let the guard apply its failure policy
 
 
 def _with_headers(send: Send, extra: RawHeaders) -> Send:

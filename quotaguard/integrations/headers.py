@@ -106,6 +106,14 @@ def _shown_window(spec: RollingWindow, state: Any, now: int) -> tuple[int, int]:
 _SHOWN: dict[type, ShownOf] = {TokenBucket: _shown_bucket, RollingWindow: _shown_window}
 
 
+FastLines = Callable[[Sequence[Any], int], list[tuple[bytes, bytes]]]
+"""``(states, now) -> header lines``, generated per tuple of limits."""
+
+
+def _no_lines(states: Sequence[Any], now: int) -> list[tuple[bytes, bytes]]:
+    return []
+
+
 def shown_values(limits: Sequence[Limit], states: Sequence[Any], now: int) -> list[int]:
     """The ``RateLimit`` values ``[r0, t0, r1, t1, ...]`` for limits in these states at ``now``.
 
@@ -195,9 +203,9 @@ class HeaderBuilder:
         self._legacy = options.legacy
         self._unit_param = options.unit_param
         self._plans: dict[tuple[Limit, ...], tuple[bytes, str]] = {}
-        # id(limits) -> (limits, policy, template, per-limit value functions), or
-        # (limits, None, "", ()) when some limit has no fast path
-        self._fast: dict[int, tuple[Sequence[Limit], bytes | None, str, tuple[ShownOf, ...]]] = {}
+        # id(limits) -> (limits, their header lines from states, or None when some
+        # limit has no fast path)
+        self._fast: dict[int, tuple[Sequence[Limit], FastLines | None]] = {}
 
     def _compile(self, key: tuple[Limit, ...]) -> tuple[bytes, str]:
         if len(self._plans) >= 1024:  # overrides make many variants: stay bounded
@@ -209,24 +217,31 @@ class HeaderBuilder:
         entry = self._plans[key] = (policy, template)
         return entry
 
-    def _compile_fast(
-        self, limits: Sequence[Limit]
-    ) -> tuple[Sequence[Limit], bytes | None, str, tuple[ShownOf, ...]]:
+    def _compile_fast(self, limits: Sequence[Limit]) -> tuple[Sequence[Limit], FastLines | None]:
+        """The header lines of these limits from their states, unrolled (or None)."""
         if len(self._fast) >= 1024:
             self._fast.clear()
-        functions = tuple(_SHOWN.get(limit.__class__) for limit in limits)
-        if None in functions:
-            entry: tuple[Sequence[Limit], bytes | None, str, tuple[ShownOf, ...]] = (
-                limits,
-                None,
-                "",
-                (),
-            )
-        else:
+        functions = [_SHOWN.get(limit.__class__) for limit in limits]
+        lines: FastLines | None = None
+        if not limits:
+            lines = _no_lines
+        elif None not in functions:
             policy, template = self._compile(tuple(limits))
-            entry = (limits, policy, template, functions)  # type: ignore[assignment]
+            names: dict[str, Any] = {"policy": policy, "template": template}
+            calls = []
+            for index, limit in enumerate(limits):
+                names[f"shown{index}"] = functions[index]
+                names[f"limit{index}"] = limit
+                calls.append(f"*shown{index}(limit{index}, states[{index}], now)")
+            source = (
+                "def lines(states, now):\n"
+                "    return [(b'ratelimit-policy', policy), (b'ratelimit', "
+                f"(template % ({', '.join(calls)},)).encode('ascii'))]\n"
+            )
+            exec(compile(source, f"<quotaguard headers {len(limits)} limits>", "exec"), names)
+            lines = names["lines"]
         # the entry keeps `limits` alive, so its id is not reused while cached
-        self._fast[id(limits)] = entry
+        entry = self._fast[id(limits)] = (limits, lines)
         return entry
 
     def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
@@ -242,17 +257,7 @@ class HeaderBuilder:
                 if fast is None or fast[0] is not limits:
                     fast = self._compile_fast(limits)
                 if fast[1] is not None:
-                    if not limits:
-                        return []
-                    states = payload[2]
-                    at = payload[3]
-                    values: list[int] = []
-                    for shown, limit, state in zip(fast[3], limits, states, strict=False):
-                        values.extend(shown(limit, state, at))
-                    return [
-                        (b"ratelimit-policy", fast[1]),
-                        (b"ratelimit", (fast[2] % tuple(values)).encode("ascii")),
-                    ]
+                    return fast[1](payload[2], payload[3])
         if not statuses:
             return []
         lines: list[tuple[bytes, bytes]] = []
