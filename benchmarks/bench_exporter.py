@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from quotaguard import Guard, Plan, RollingWindow, TokenBucket
-from quotaguard.metrics import PrometheusExporter
+from quotaguard.metrics import ExporterConfig, PrometheusExporter
 
 PLAN = Plan(
     "pro",
@@ -33,8 +33,10 @@ PLAN = Plan(
 TARGET = 0.25
 
 
-def make(keys: list[str], exported: bool) -> Callable[[int], tuple[float, float]]:
-    observers = [PrometheusExporter()] if exported else []
+def make(
+    keys: list[str], exported: bool, config: ExporterConfig | None = None
+) -> Callable[[int], tuple[float, float]]:
+    observers = [PrometheusExporter(config)] if exported else []
     guard = Guard([PLAN], default_plan="pro", observers=observers)
     for key in keys:  # warm: every customer has state
         guard.acquire(key, 1)
@@ -57,9 +59,11 @@ def make(keys: list[str], exported: bool) -> Callable[[int], tuple[float, float]
 Figures = dict[str, tuple[float, float, float, float]]
 
 
-def measure(keys: list[str], rounds: int, calls: int) -> Figures:
+def measure(
+    keys: list[str], rounds: int, calls: int, config: ExporterConfig | None = None
+) -> Figures:
     """Per clock: (bare best, exported best, median ratio, ratio of the best rounds)."""
-    bare, exported = make(keys, False), make(keys, True)
+    bare, exported = make(keys, False), make(keys, True, config)
     bare(calls // 10)
     exported(calls // 10)
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
@@ -80,7 +84,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=ExporterConfig().batch_size)
+    parser.add_argument("--sample-every", type=int, default=ExporterConfig().sample_every)
     args = parser.parse_args()
+    config = ExporterConfig(batch_size=args.batch_size, sample_every=args.sample_every)
     workloads = {
         "memory, 1 key": ["customer-1"],
         "memory, 100k customers": [f"customer-{i}" for i in range(100_000)],
@@ -91,7 +98,9 @@ def main() -> None:
     )
     worst = 0.0
     for name, keys in workloads.items():
-        for clock, (bare, exported, median, best) in measure(keys, args.rounds, args.calls).items():
+        for clock, (bare, exported, median, best) in measure(
+            keys, args.rounds, args.calls, config
+        ).items():
             if clock == "cpu":
                 worst = max(worst, median)
             print(

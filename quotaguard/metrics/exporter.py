@@ -19,7 +19,7 @@ import time
 from bisect import bisect_right
 from collections import Counter as TallyCounter
 from collections.abc import Iterable, Iterator, Sequence
-from operator import itemgetter
+from operator import ge, itemgetter, truediv
 from typing import Any
 
 import attrs
@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from quotaguard._version import __version__
 from quotaguard.clock import Clock, SystemClock
-from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.decision import Decision, LimitStatus, LimitStatuses, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable
 from quotaguard.core.policy import Limit, charge
 from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
@@ -89,7 +89,6 @@ _OUTCOME = itemgetter(1)
 _PLAN = itemgetter(3)
 _CUSTOMER = itemgetter(2)
 _COST = itemgetter(5)
-_LIMITS = itemgetter(6)
 _USED = itemgetter(3)
 _LIMIT = itemgetter(0)
 _ALLOWED = Outcome.ALLOWED
@@ -143,6 +142,12 @@ class ExporterConfig:
         default=LATENCY_BUCKETS, converter=_bounds, validator=_check_bounds
     )
     """Bucket bounds of the backend latency histogram."""
+    sample_every: int = attrs.field(default=8, validator=_positive_int)
+    """The utilisation of one allowed decision in this many is read (each reading counts
+    this many times in the utilisation histogram, so its counts stay per decision);
+    refused decisions and the latest decision of each customer in a top-K view are always
+    read. Reading a utilisation costs more than the rest of a decision's metrics together;
+    1 reads every decision."""
     batch_size: int = attrs.field(default=128, validator=_positive_int)
     """Decisions buffered before they are aggregated."""
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
@@ -172,14 +177,14 @@ class _PlanInfo:
     __slots__ = (
         "allowed",
         "allowed_child",
+        "exact",
         "hists",
         "limits",
         "names",
         "quotas",
-        "ratios",
-        "raw",
         "refund_children",
         "refunds",
+        "sampled",
         "spike_limit",
         "tables",
         "unit_children",
@@ -188,9 +193,9 @@ class _PlanInfo:
         "width",
     )
 
-    def __init__(self, exporter: PrometheusExporter, plan: str, statuses: Sequence[LimitStatus]):
+    def __init__(self, exporter: PrometheusExporter, plan: str, specs: Sequence[Limit]):
         config = exporter.config
-        self.limits: tuple[Limit, ...] = tuple(status.limit for status in statuses)
+        self.limits: tuple[Limit, ...] = tuple(specs)
         self.names = tuple(limit.name for limit in self.limits)
         self.width = len(self.limits)
         self.allowed = 0
@@ -208,31 +213,31 @@ class _PlanInfo:
             exporter._table(plan, name, config.max_tracked, config.min_utilization)
             for name in self.names
         ]
-        # Pending utilisation observations per limit: raw ``used`` values on the scale of
-        # ``quotas[i]`` (one quota for everyone), and ratios (per-customer overrides).
-        self.raw: list[list[float]] = [[] for _ in self.limits]
-        self.quotas: list[float] = [float(limit.quota) for limit in self.limits]
-        self.ratios: list[list[float]] = [[] for _ in self.limits]
+        self.quotas = tuple(limit.quota for limit in self.limits)
+        # Pending utilisation readings, ``width`` ratios (one per limit) per decision read,
+        # flat (no list per reading): ``exact`` ones count once, ``sampled`` ones stand for
+        # ``config.sample_every`` allowed decisions each.
+        self.exact: list[float] = []
+        self.sampled: list[float] = []
 
-    def matches(self, statuses: Sequence[LimitStatus]) -> bool:
-        """Whether ``statuses`` have this plan's shape (limit names, in order)."""
-        if tuple(map(_LIMIT, statuses)) == self.limits:
+    def matches(self, specs: Sequence[Limit]) -> bool:
+        """Whether ``specs`` have this plan's shape (limit names, in order)."""
+        if specs == self.limits:
             return True
-        return len(statuses) == self.width and all(
-            status[0].name == name for status, name in zip(statuses, self.names, strict=True)
+        return len(specs) == self.width and all(
+            limit.name == name for limit, name in zip(specs, self.names, strict=True)
         )
 
-    def push_histogram(self, i: int, bounds: Sequence[float]) -> None:
-        """Hand limit ``i``'s pending utilisation observations to prometheus_client."""
-        raw, ratios = self.raw[i], self.ratios[i]
-        if raw:
-            _observe_scaled(self.hists[i], bounds, raw, self.quotas[i])
-            raw.clear()
-        if ratios:
-            _observe_scaled(self.hists[i], bounds, ratios, 1)
-            ratios.clear()
+    def push_histograms(self, bounds: Sequence[float], weight: int) -> None:
+        """Hand the pending utilisation readings to prometheus_client."""
+        width = self.width
+        for flat, times in ((self.exact, 1), (self.sampled, weight)):
+            if flat:
+                for i, child in enumerate(self.hists):
+                    _observe_scaled(child, bounds, flat[i::width], 1, times)
+                flat.clear()
 
-    def push(self, bounds: Sequence[float]) -> None:
+    def push(self, bounds: Sequence[float], weight: int) -> None:
         """Hand every pending sum to prometheus_client."""
         if self.allowed:
             self.allowed_child.inc(self.allowed)
@@ -245,8 +250,35 @@ class _PlanInfo:
                 if amount:
                     children[j].inc(amount)
                     pending[j] = 0.0
-        for i in range(self.width):
-            self.push_histogram(i, bounds)
+        self.push_histograms(bounds, weight)
+
+
+_LAZY: dict[type, bool] = {}
+
+
+def _lazy(limits: Sequence[LimitStatus]) -> bool:
+    """Whether ``limits`` is a `LimitStatuses` (cheap ``specs`` and ``used``)."""
+    cls = limits.__class__
+    lazy = _LAZY.get(cls)
+    if lazy is None:  # an ABC isinstance check costs more than a dict lookup
+        lazy = _LAZY[cls] = issubclass(cls, LimitStatuses)
+    return lazy
+
+
+def _read(limits: Sequence[LimitStatus]) -> tuple[Sequence[Limit], Sequence[float]]:
+    """A decision's limits and each one's ``used``, without building lazy statuses."""
+    if _lazy(limits):
+        lazy: LimitStatuses = limits  # type: ignore[assignment]
+        return lazy.specs, lazy.used
+    return tuple(map(_LIMIT, limits)), tuple(map(_USED, limits))
+
+
+def _specs(limits: Sequence[LimitStatus]) -> Sequence[Limit]:
+    """A decision's limits, without building lazy statuses."""
+    if _lazy(limits):
+        lazy: LimitStatuses = limits  # type: ignore[assignment]
+        return lazy.specs
+    return tuple(map(_LIMIT, limits))
 
 
 def _reason(error: BaseException) -> str:
@@ -268,11 +300,11 @@ def _observe_many(child: Histogram, bounds: Sequence[float], values: list[float]
 
 
 def _observe_scaled(
-    child: Histogram, bounds: Sequence[float], raw: list[float], scale: float
+    child: Histogram, bounds: Sequence[float], raw: list[float], scale: float, weight: int = 1
 ) -> None:
-    """Observe ``x / scale`` for each ``x`` of ``raw``, one increment per bucket.
+    """Observe ``x / scale`` ``weight`` times for each ``x`` of ``raw``.
 
-    The bucket bounds are scaled instead of the values.
+    One increment per bucket: the bucket bounds are scaled instead of the values.
     """
     if not raw:
         return
@@ -280,18 +312,19 @@ def _observe_scaled(
     total = getattr(child, "_sum", None)
     if buckets is None or total is None or len(buckets) != len(bounds) + 1:
         for x in raw:  # pragma: no cover - fallback if prometheus_client changes
-            child.observe(x / scale)
+            for _ in range(weight):
+                child.observe(x / scale)
         return
     raw = sorted(raw)
     previous = 0
     for i, bound in enumerate(bounds):
         cumulative = bisect_right(raw, bound * scale)
         if cumulative > previous:
-            buckets[i].inc(cumulative - previous)
+            buckets[i].inc((cumulative - previous) * weight)
         previous = cumulative
     if len(raw) > previous:
-        buckets[-1].inc(len(raw) - previous)
-    total.inc(math.fsum(raw) / scale)
+        buckets[-1].inc((len(raw) - previous) * weight)
+    total.inc(math.fsum(raw) * weight / scale)
 
 
 def _binding_limit(decision: Decision) -> str:
@@ -426,6 +459,9 @@ class PrometheusExporter:
         self._backend = ""
         self._other_elapsed: dict[str, list[float]] = {}
         self._batch = config.batch_size
+        self._every = config.sample_every
+        self._phase = 0
+        self._latency_phase = 0
         self._deadline = _monotonic() + config.flush_interval
         self._next_snapshot = 0.0
         self._lock = threading.RLock()
@@ -502,7 +538,7 @@ class PrometheusExporter:
         for decision in reversed(self._buffer):
             found = decision[3]
             if found is not None and (found == plan or (plan is None and decision[2] == customer)):
-                return self._plan_info(found, decision[6])
+                return self._plan_info(found, _specs(decision[6]))
         if plan is None and customer and self.spikes is not None:
             plan = self.spikes.plan_of(customer)
         if plan is None and len(self._plans) == 1:
@@ -572,7 +608,13 @@ class PrometheusExporter:
         latencies = elapsed[:count]
         del elapsed[:count]
         bounds = self.config.latency_buckets
-        if latencies:
+        if count >= self._batch and self._every > 1:  # under load: one in ``every``
+            every = self._every
+            phase = self._latency_phase
+            self._latency_phase = (phase - count) % every
+            latencies = latencies[phase::every]
+            _observe_scaled(self._latency.labels(self._backend), bounds, latencies, 1, every)
+        elif latencies:
             _observe_many(self._latency.labels(self._backend), bounds, latencies)
         if self._other_elapsed:
             others, self._other_elapsed = self._other_elapsed, {}
@@ -585,7 +627,7 @@ class PrometheusExporter:
         self._push_latency()
         bounds = self.config.utilization_buckets
         for info in self._plans.values():
-            info.push(bounds)
+            info.push(bounds, self._every)
         spikes = self.spikes
         if spikes is not None and spikes.pending and (fold or spikes.fold_due(now)):
             events.extend(spikes.fold(now))
@@ -603,9 +645,10 @@ class PrometheusExporter:
             return []
         decisions = buffer[:count]
         del buffer[:count]
+        sample = count >= self._batch
         plan = decisions[0][3]
         if plan is not None and list(map(_PLAN, decisions)).count(plan) == count:
-            return self._aggregate_plan(plan, decisions, now)  # one plan (counted in C)
+            return self._aggregate_plan(plan, decisions, now, sample)  # one plan (counted in C)
         groups: dict[str | None, list[Decision]] = {}
         for decision in decisions:
             plan = decision[3]
@@ -620,15 +663,15 @@ class PrometheusExporter:
                 for outcome, n in TallyCounter(map(_OUTCOME, group)).items():
                     self._other_child("", "", outcome).inc(n)
                 continue
-            events.extend(self._aggregate_plan(plan, group, now))
+            events.extend(self._aggregate_plan(plan, group, now, sample))
         return events
 
-    def _plan_info(self, plan: str, statuses: Sequence[LimitStatus]) -> _PlanInfo:
+    def _plan_info(self, plan: str, specs: Sequence[Limit]) -> _PlanInfo:
         info = self._plans.get(plan)
-        if info is None or not info.matches(statuses):
+        if info is None or not info.matches(specs):
             if info is not None:  # the plan changed shape: publish what the old one holds
-                info.push(self.config.utilization_buckets)
-            info = self._plans[plan] = _PlanInfo(self, plan, statuses)
+                info.push(self.config.utilization_buckets, self._every)
+            info = self._plans[plan] = _PlanInfo(self, plan, specs)
         return info
 
     def _other_child(self, plan: str, limit: str, outcome: str) -> Any:
@@ -645,26 +688,35 @@ class PrometheusExporter:
             table = self._tables[key] = UtilizationTable(capacity, minimum, self.config.stale_after)
         return table
 
-    def _aggregate_plan(self, plan: str, group: list[Decision], now: float) -> list[SpikeEvent]:
+    def _aggregate_plan(
+        self, plan: str, group: list[Decision], now: float, sample: bool
+    ) -> list[SpikeEvent]:
         count = len(group)
-        info = self._plan_info(plan, group[0][6])
-        try:
-            # One tuple of statuses per limit (transposed in C); ValueError: mixed shapes.
-            columns: list[tuple[LimitStatus, ...]] | None = list(
-                zip(*map(_LIMITS, group), strict=True)
-            )
-        except ValueError:
-            columns = None
-        if columns is None or len(columns) != info.width:
-            # Mixed shapes under one plan name (a catalogue change): one decision at a time.
-            events: list[SpikeEvent] = []
-            for decision in group:
-                events.extend(self._aggregate_plan(plan, [decision], now))
-            return events
+        info = self._plan_info(plan, _specs(group[0][6]))
         outcomes = list(map(_OUTCOME, group))
         allowed = outcomes.count(_ALLOWED)  # identity compare in C (Enum hashing is not)
         costs = list(map(_COST, group))
         numeric = costs.count(1) == count or set(map(type, costs)) <= _NUMBERS
+        # Sampled only under load: a partial batch (a scrape, or ``flush_interval`` passing
+        # before ``batch_size`` decisions came) is read in full.
+        every = self._every if sample else 1
+        phase = self._phase % every
+        # Which decisions' utilisation is read, and what each reading weighs in the
+        # histogram: one allowed decision in ``every`` (weight ``every``), every refused one
+        # (weight 1; its statuses are built anyway), and the latest decision of each
+        # customer a top-K table tracks (weight 0: top-K only).
+        order: Sequence[int]
+        weights: dict[int, int] | None = None
+        if allowed == count:
+            order = range(phase, count, every)
+            self._phase = (phase - count) % every
+        else:
+            admitted_at = [i for i, o in enumerate(outcomes) if o is _ALLOWED]
+            weights = dict.fromkeys(admitted_at[phase::every], every)
+            self._phase = (phase - len(admitted_at)) % every
+            for i, outcome in enumerate(outcomes):
+                if outcome is not _ALLOWED:
+                    weights[i] = 1
         if allowed:
             info.allowed += allowed
             if allowed == count:
@@ -686,44 +738,21 @@ class PrometheusExporter:
             for (limit, outcome), n in refused.items():
                 self._other_child(plan, limit, outcome).inc(n)
         customers = list(map(_CUSTOMER, group))
-        customer_set: set[str] | None = None
-        for i, statuses in enumerate(columns):
-            used = list(map(_USED, statuses))
-            limits = list(map(_LIMIT, statuses))
-            table = info.tables[i]
-            floor = table.floor
-            values: list[float] | None = None
-            if limits.count(limits[0]) == count:
-                # One quota for all (no overrides): keep the raw ``used`` (scaled later).
-                quota = limits[0].quota
-                raw = info.raw[i]
-                if quota != info.quotas[i]:
-                    info.push_histogram(i, self.config.utilization_buckets)
-                    info.quotas[i] = quota
-                raw.extend(used)
-                candidates = max(used) >= floor * quota
-            else:  # per-customer overrides: quotas differ
-                values = [status[3] / status[0].quota for status in statuses]
-                info.ratios[i].extend(values)
-                candidates = max(values) >= floor
-            if len(info.raw[i]) + len(info.ratios[i]) >= _MAX_PENDING:
-                info.push_histogram(i, self.config.utilization_buckets)
-            updates: list[tuple[str, float]] = []
-            if candidates:
-                if values is None:
-                    values = [x / quota for x in used]
-                updates = [(c, v) for c, v in zip(customers, values, strict=True) if v >= floor]
-            if len(table):
-                if customer_set is None:
-                    customer_set = set(customers)
-                hits = table.tracked_among(customer_set)
-                if hits:
-                    if values is None:
-                        values = [x / quota for x in used]
-                    latest = dict(zip(customers, values, strict=True))
-                    updates.extend((c, latest[c]) for c in hits)
-            if updates:
-                table.offer(updates, now)
+        hits: set[str] = set()
+        if any(map(len, info.tables)):
+            present = set(customers)
+            for table in info.tables:
+                hits |= table.tracked_among(present)
+            if hits:
+                if weights is None:
+                    weights = dict.fromkeys(order, every)
+                latest = dict(zip(customers, range(count), strict=True))  # the last wins
+                for customer in hits:
+                    weights.setdefault(latest[customer], 0)
+        if weights is not None:
+            order = sorted(weights)
+        if order:
+            self._read_utilization(plan, info, group, customers, order, weights, every, hits, now)
         if self.spikes is not None:
             spike_limit = info.spike_limit
             if spike_limit is None:
@@ -734,6 +763,60 @@ class PrometheusExporter:
                 spike_units = [charge(spike_limit, c) for c in costs]
             return self.spikes.record(customers, spike_units, plan, now)
         return []
+
+    def _read_utilization(
+        self,
+        plan: str,
+        info: _PlanInfo,
+        group: list[Decision],
+        customers: list[str],
+        order: Sequence[int],
+        weights: dict[int, int] | None,
+        every: int,
+        hits: set[str],
+        now: float,
+    ) -> None:
+        """Read the utilisation of ``group[i]`` for each ``i`` of ``order`` (ascending).
+
+        ``weights``: each reading's weight in the histogram; None: ``every`` each.
+        """
+        offers: list[list[tuple[str, float]]] | None = None
+        floors = [table.floor for table in info.tables]
+        for index in order:
+            specs, used = _read(group[index][6])
+            if specs is info.limits:
+                ratios = list(map(truediv, used, info.quotas))
+            elif info.matches(specs):  # per-customer quotas
+                ratios = [u / limit.quota for u, limit in zip(used, specs, strict=True)]
+            else:  # the plan changed shape (a catalogue change): publish the old one's data
+                if offers is not None:
+                    self._offer(info, offers, now)
+                    offers = None
+                info = self._plan_info(plan, specs)
+                floors = [table.floor for table in info.tables]
+                ratios = [u / limit.quota for u, limit in zip(used, specs, strict=True)]
+            weight = every if weights is None else weights[index]
+            if weight == 1:
+                info.exact.extend(ratios)
+            elif weight:
+                info.sampled.extend(ratios)
+            customer = customers[index]
+            if customer in hits or any(map(ge, ratios, floors)):
+                if offers is None:
+                    offers = [[] for _ in floors]
+                for i, ratio in enumerate(ratios):
+                    if ratio >= floors[i] or customer in hits:
+                        offers[i].append((customer, ratio))
+        if len(info.exact) + len(info.sampled) >= _MAX_PENDING:
+            info.push_histograms(self.config.utilization_buckets, self._every)
+        if offers is not None:
+            self._offer(info, offers, now)
+
+    @staticmethod
+    def _offer(info: _PlanInfo, offers: list[list[tuple[str, float]]], now: float) -> None:
+        for table, updates in zip(info.tables, offers, strict=True):
+            if updates:
+                table.offer(updates, now)
 
     # -- views ------------------------------------------------------------------------
 

@@ -88,11 +88,12 @@ def test_decisions_units_and_utilization(exporter: PrometheusExporter, clock: Fa
     assert value(exporter, "quotaguard_build_info", version=__version__) == 1
 
 
-def test_bulk_histogram_matches_observe(exporter: PrometheusExporter) -> None:
+def test_bulk_histogram_matches_observe() -> None:
     import random
 
     from prometheus_client import Histogram
 
+    exporter = PrometheusExporter(ExporterConfig(sample_every=1))
     rng = random.Random(5)
     used = [rng.choice([0, 5, 8, 9, 9.5, 9.9, 10, 12, rng.uniform(0, 12)]) for _ in range(700)]
     for i, u in enumerate(used):
@@ -314,3 +315,64 @@ def test_config_is_validated() -> None:
         ExporterConfig(utilization_buckets=(0.9, 0.5))
     with pytest.raises(ValueError):
         ExporterConfig(min_utilization=2)
+
+
+def test_allowed_decisions_never_build_statuses(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quotaguard.core.engine import EvaluatedStatuses
+
+    built: list[object] = []
+    original = EvaluatedStatuses.build
+
+    def counting(payload: Any) -> Any:
+        built.append(payload)
+        return original(payload)
+
+    monkeypatch.setattr(EvaluatedStatuses, "build", staticmethod(counting))
+    exporter = PrometheusExporter(ExporterConfig(batch_size=16, sample_every=4), clock=clock)
+    plan = Plan("wide", [TokenBucket("burst", 10**6, "1000/second")])
+    guard = Guard([plan], default_plan="wide", clock=clock, observers=[exporter])
+    for i in range(500):  # full batches (sampled) and a partial one (read in full)
+        guard.acquire(f"c{i % 7}", 1)
+    exporter.flush()
+    series(exporter)  # a scrape
+    assert built == []
+    assert value(exporter, "quotaguard_utilization_ratio_count", plan="wide", limit="burst") == 500
+
+
+def test_under_load_utilization_and_latency_are_sampled_with_weights() -> None:
+    config = ExporterConfig(batch_size=32, sample_every=8)
+    exporter = PrometheusExporter(config)
+    for i in range(32 * 20):  # 20 full batches: one reading in 8, each counted 8 times
+        exporter.on_decision(decision(f"c{i}", [5, 0, 0]), "memory", 2e-5)
+    exporter.flush()
+    assert value(exporter, "quotaguard_utilization_ratio_count", plan="pro", limit="burst") == 640
+    assert value(
+        exporter, "quotaguard_utilization_ratio_sum", plan="pro", limit="burst"
+    ) == pytest.approx(640 * 0.5)
+    assert (
+        value(exporter, "quotaguard_utilization_ratio_bucket", plan="pro", limit="burst", le="0.5")
+        == 640
+    )
+    assert value(exporter, "quotaguard_backend_latency_seconds_count", backend="memory") == 640
+    assert value(
+        exporter, "quotaguard_backend_latency_seconds_sum", backend="memory"
+    ) == pytest.approx(640 * 2e-5)
+
+
+def test_refused_and_tracked_decisions_are_always_read() -> None:
+    config = ExporterConfig(batch_size=32, sample_every=32, min_utilization=0.5)
+    exporter = PrometheusExporter(config)
+    # "hot" enters the top-K view from a refused decision, then is refreshed from its
+    # latest decision of every batch although sampling reads one decision in 32.
+    exporter.on_decision(
+        decision("hot", [10, 0, 0], outcome=Outcome.DENIED, refused=("burst",)), "memory", 1e-5
+    )
+    for _ in range(4):
+        for i in range(31):
+            exporter.on_decision(decision(f"cold{i}", [1, 0, 0]), "memory", 1e-5)
+        exporter.on_decision(decision("hot", [9, 0, 0]), "memory", 1e-5)
+    assert ("hot", "pro", "burst", 0.9) in exporter.top_utilization()
+    exporter.on_decision(decision("hot", [2, 0, 0]), "memory", 1e-5)  # fell below 0.5
+    assert [row for row in exporter.top_utilization() if row[2] == "burst"] == []
