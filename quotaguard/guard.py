@@ -224,6 +224,48 @@ class GuardBase:
 
         return limit(self, customer, cost=cost, scope=scope, plan=plan, fallback=fallback)
 
+    def _decide_on(
+        self,
+        backend: Backend,
+        customer: str,
+        cost: Cost,
+        scope: str | None,
+        plan: str | None,
+        lease: LeaseRequest | None,
+    ) -> Decision:
+        """Everything `Guard.acquire` does, on a synchronous ``backend``.
+
+        Validate, decide, apply the failure policy, tell the observers.
+        """
+        if not (  # the common case, checked inline; anything else is checked in full
+            customer.__class__ is str
+            and customer
+            and cost.__class__ is int
+            and cost >= 0
+            and scope is None
+            and plan is None
+        ):
+            self._check_request(customer, cost, scope, plan)
+        observers = self.observers
+        clock = self.clock
+        started = time.perf_counter() if observers else 0.0
+        try:
+            decision = backend.decide(
+                self.catalogue,
+                customer,
+                cost,
+                scope,
+                plan,
+                None if clock is None else clock.now_us(),
+                lease,
+                self.shadow,
+            )
+        except BackendUnavailable as error:
+            decision = self._failed(backend.name, customer, cost, scope, error)
+        if observers:
+            self._observe(decision, backend.name, started)
+        return decision
+
     # -- outcomes --------------------------------------------------------------------
 
     def _failed(
@@ -433,35 +475,7 @@ class Guard(GuardBase):
         plan: str | None,
         lease: LeaseRequest | None,
     ) -> Decision:
-        if not (  # the common case, checked inline; anything else is checked in full
-            customer.__class__ is str
-            and customer
-            and cost.__class__ is int
-            and cost >= 0
-            and scope is None
-            and plan is None
-        ):
-            self._check_request(customer, cost, scope, plan)
-        backend = self.backend
-        observers = self.observers
-        clock = self.clock
-        started = time.perf_counter() if observers else 0.0
-        try:
-            decision = backend.decide(
-                self.catalogue,
-                customer,
-                cost,
-                scope,
-                plan,
-                None if clock is None else clock.now_us(),
-                lease,
-                self.shadow,
-            )
-        except BackendUnavailable as error:
-            decision = self._failed(backend.name, customer, cost, scope, error)
-        if observers:
-            self._observe(decision, backend.name, started)
-        return decision
+        return self._decide_on(self.backend, customer, cost, scope, plan, lease)
 
     def settle(
         self,
@@ -644,12 +658,29 @@ class AsyncGuard(GuardBase):
         )
         self.backend: AsyncBackend = _async_storage(storage, clock)
         """The storage backend."""
+        self._inline: Backend | None = (
+            self.backend.backend if isinstance(self.backend, InProcessAsync) else None
+        )
 
     async def acquire(
         self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
     ) -> Decision:
         """See `Guard.acquire`."""
         return await self._decide(customer, cost, scope, plan, None)
+
+    def acquire_nowait(
+        self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
+    ) -> Decision | None:
+        """`acquire` without awaiting, when the backend is in-process (memory); else None.
+
+        The memory backend never waits on I/O, so a caller on the event loop (the ASGI
+        middleware) can decide inline and skip two coroutines. Same validation, failure
+        policy and observers as `acquire`.
+        """
+        inline = self._inline
+        if inline is None:
+            return None
+        return self._decide_on(inline, customer, cost, scope, plan, None)
 
     async def reserve(
         self,

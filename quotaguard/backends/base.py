@@ -170,7 +170,8 @@ class InProcessAsync:
     """
 
     def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+        self.backend: Backend = backend
+        """The wrapped synchronous backend."""
         self.name = backend.name
 
     async def decide(

@@ -75,6 +75,12 @@ def status_of(
     return status(spec, evict(state, now), now, allowed)
 
 
+def shown(spec: Concurrency, state: State, now: int) -> tuple[int, float]:
+    """(remaining, refill-after in microseconds) at ``now``, as `status_of` shows them."""
+    status = status_of(spec, state, now, True, 0.0)
+    return status.remaining, status.refill_after * 1e6
+
+
 def used(spec: Concurrency, state: State, now: int) -> float:
     """Slots held at ``now`` (its ``used`` status)."""
     state = evict(state, now)

@@ -101,6 +101,10 @@ class LimitStatuses(Sequence[LimitStatus]):
         """The limits, without building their statuses."""
         return tuple(status.limit for status in self.statuses)
 
+    def kept(self) -> tuple[Sequence[Limit], Sequence[Any], int] | None:
+        """(limits, states, now) while the statuses are unbuilt, else None."""
+        return None
+
     @property
     def used(self) -> tuple[float, ...]:
         """Each limit's ``used`` value, without building the statuses when avoidable."""

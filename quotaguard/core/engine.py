@@ -40,6 +40,12 @@ STATUSES: dict[type, StatusOf] = {
     RollingWindow: rolling_window.status_of,
     Concurrency: concurrency.status_of,
 }
+SHOWN: dict[type, Callable[[Any, Any, int], tuple[int, float]]] = {
+    TokenBucket: token_bucket.shown,
+    RollingWindow: rolling_window.shown,
+    Concurrency: concurrency.shown,
+}
+"""Per kind: ``(limit, state, now) -> (remaining, refill-after in microseconds)``."""
 USED: dict[type, Callable[[Any, Any, int], float]] = {
     TokenBucket: token_bucket.used,
     RollingWindow: rolling_window.used,
@@ -91,6 +97,15 @@ class EvaluatedStatuses(LimitStatuses):
         if payload is None:
             return super().specs
         return tuple(payload[1])
+
+    def kept(self) -> tuple[Sequence[Limit], Sequence[Any], int] | None:
+        """(limits, states, now) while the statuses are unbuilt, else None.
+
+        With `SHOWN` and `USED`, a hot path (response headers, metrics) reads what it
+        needs without building every status.
+        """
+        payload = self._payload
+        return None if payload is None else (payload[1], payload[2], payload[3])
 
     @property
     def used(self) -> tuple[float, ...]:

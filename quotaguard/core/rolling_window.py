@@ -110,29 +110,37 @@ def step(
     return state, True, last_end - last_end % granularity + granularity, 0.0
 
 
+def shown(spec: RollingWindow, state: State, now: int) -> tuple[int, float]:
+    """(remaining, refill-after in microseconds) at ``now``, as `status_of` shows them."""
+    if state is None:
+        return spec.quota, 0.0
+    granularity = spec.granularity_us
+    window = spec.window_us
+    if state[1] < now - now % granularity - window:
+        state = evict(spec, state, now)
+        if state is None:
+            return spec.quota, 0.0
+    remaining = _floor(spec.quota - state[0] + EPSILON)
+    if remaining > 0:
+        end = state[1] + window  # the oldest bucket's drop time, as in `drop_time`
+        return remaining, end - end % granularity + granularity - now
+    return 0, _retry_us(spec, state, now, 1)
+
+
 def status_of(
     spec: RollingWindow, state: State, now: int, allowed: bool, retry_us: float
 ) -> LimitStatus:
     """The status of the window whose state is ``state`` at ``now``."""
+    if state is not None and state[1] < now - now % spec.granularity_us - spec.window_us:
+        state = evict(spec, state, now)
     if state is None:
         return _new(LimitStatus, (spec, allowed, spec.quota, 0, retry_us / 1e6, 0.0, 0.0))
-    granularity = spec.granularity_us
-    window = spec.window_us
-    if state[1] < now - now % granularity - window:
-        return status_of(spec, evict(spec, state, now), now, allowed, retry_us)
-    total = state[0]
-    remaining = _floor(spec.quota - total + EPSILON)
-    if remaining > 0:
-        end = state[1] + window  # the oldest bucket's drop time, as in `drop_time`
-        refill_us = end - end % granularity + granularity - now
-    else:
-        remaining = 0
-        refill_us = _retry_us(spec, state, now, 1)
-    end = state[-2] + window
-    reset_us = end - end % granularity + granularity - now
+    remaining, refill_us = shown(spec, state, now)
+    end = state[-2] + spec.window_us
+    reset_us = end - end % spec.granularity_us + spec.granularity_us - now
     return _new(
         LimitStatus,
-        (spec, allowed, remaining, total, retry_us / 1e6, refill_us / 1e6, reset_us / 1e6),
+        (spec, allowed, remaining, state[0], retry_us / 1e6, refill_us / 1e6, reset_us / 1e6),
     )
 
 

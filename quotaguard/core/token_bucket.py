@@ -49,25 +49,39 @@ def step(
     return (new_tat if new_tat > now else None), True, new_tat, 0.0
 
 
+def shown(spec: TokenBucket, tat: State, now: int) -> tuple[int, float]:
+    """(remaining, refill-after in microseconds) at ``now``, as `status_of` shows them."""
+    if tat is None or tat <= now:
+        return spec.capacity, 0.0
+    interval = spec.interval_us
+    backlog = tat - now
+    available = spec.capacity - backlog / interval
+    remaining = _floor(available + EPSILON)
+    if remaining < 0:
+        remaining = 0
+    refill_us = (remaining + 1 - available) * interval
+    return remaining, (refill_us if refill_us < backlog else backlog)
+
+
 def status_of(
     spec: TokenBucket, tat: State, now: int, allowed: bool, retry_us: float
 ) -> LimitStatus:
     """The status of the bucket whose state is ``tat`` at ``now``."""
     if tat is None or tat <= now:
         return _new(LimitStatus, (spec, allowed, spec.capacity, 0.0, retry_us / 1e6, 0.0, 0.0))
-    interval = spec.interval_us
+    remaining, refill_us = shown(spec, tat, now)
     backlog = tat - now
-    used = backlog / interval
-    available = spec.capacity - used
-    remaining = _floor(available + EPSILON)
-    if remaining < 0:
-        remaining = 0
-    refill_us = (remaining + 1 - available) * interval
-    if refill_us > backlog:
-        refill_us = backlog
     return _new(
         LimitStatus,
-        (spec, allowed, remaining, used, retry_us / 1e6, refill_us / 1e6, backlog / 1e6),
+        (
+            spec,
+            allowed,
+            remaining,
+            backlog / spec.interval_us,
+            retry_us / 1e6,
+            refill_us / 1e6,
+            backlog / 1e6,
+        ),
     )
 
 

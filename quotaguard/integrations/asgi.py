@@ -22,7 +22,7 @@ from typing import Any
 from quotaguard.backends.base import InProcessAsync
 from quotaguard.backends.memory import MemoryBackend
 from quotaguard.core.decision import Decision, Outcome
-from quotaguard.core.errors import BackendUnavailable, ConfigurationError, QuotaguardError
+from quotaguard.core.errors import ConfigurationError, QuotaguardError
 from quotaguard.core.policy import Concurrency, Cost
 from quotaguard.guard import AsyncGuard, Guard
 from quotaguard.lease import AsyncLease
@@ -119,20 +119,6 @@ def as_async_guard(guard: Guard | AsyncGuard) -> AsyncGuard:
     )
 
 
-def inline_backend(guard: AsyncGuard) -> MemoryBackend | None:
-    """The memory backend an `AsyncGuard` serves through `InProcessAsync`, else None.
-
-    Its decisions never wait, so the middleware may call it inline, without the
-    guard's and the adapter's coroutines.
-    """
-    adapter = guard.backend
-    if adapter.__class__ is InProcessAsync:
-        backend = adapter.backend
-        if backend.__class__ is MemoryBackend:
-            return backend
-    return None
-
-
 def _identifier(identify: Identifier | Sequence[Identifier] | None) -> Identifier:
     if identify is None:
         return APIKey()
@@ -176,7 +162,7 @@ class QuotaMiddleware:
         self.problems = problems or ProblemTypes()
         self.challenge = challenge
         self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
-        self._inline = inline_backend(self.guard)
+        self._inline = self.guard.backend.__class__ is InProcessAsync
         limits = [limit for plan in self.guard.catalogue.plans.values() for limit in plan.limits]
         # plans with a concurrency limit need a lease per request
         self._hold = any(isinstance(limit, Concurrency) for limit in limits)
@@ -190,12 +176,7 @@ class QuotaMiddleware:
             if cost is not None and self._plain and route.unit == "requests":
                 cost = route.cost  # type: ignore[assignment]
             reserve = route.deferred or self._hold
-            inline = (
-                self._inline is not None
-                and cost.__class__ is int
-                and cost >= 0
-                and route.scope is None
-            )
+            inline = self._inline and cost.__class__ is int and cost >= 0 and route.scope is None
             self._how[id(route)] = (cost, reserve, inline)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -227,34 +208,13 @@ class QuotaMiddleware:
             )
             decision = lease.decision
         else:
-            customer = identity.customer
             decided = None
-            if (
-                inline
-                and not guard.observers
-                and customer.__class__ is str
-                and customer
-                and identity.plan is None
-            ):
-                # `AsyncGuard.acquire` minus two coroutines: the guard's own inline check
-                # passed (a customer id, a whole number cost, no scope, no plan), no
-                # observer waits for the decision, and the memory backend never waits
-                clock = guard.clock
-                try:
-                    decided = self._inline.decide(  # type: ignore[union-attr]
-                        guard.catalogue,
-                        customer,
-                        cost,
-                        None,
-                        None,
-                        None if clock is None else clock.now_us(),
-                        None,
-                        guard.shadow,
-                    )
-                except BackendUnavailable:
-                    decided = None  # the guard applies its failure policy
+            if inline:  # the memory backend never waits: decide without two coroutines
+                decided = guard.acquire_nowait(identity.customer, cost, plan=identity.plan)
             if decided is None:
-                decided = await guard.acquire(customer, cost, scope=route.scope, plan=identity.plan)
+                decided = await guard.acquire(
+                    identity.customer, cost, scope=route.scope, plan=identity.plan
+                )
             decision = decided
         extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
         if not decision.allowed:

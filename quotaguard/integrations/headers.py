@@ -23,8 +23,7 @@ import attrs
 from quotaguard.clock import Clock
 from quotaguard.core import engine
 from quotaguard.core.decision import Decision, LimitStatus
-from quotaguard.core.policy import Limit, RollingWindow, TokenBucket
-from quotaguard.core.token_bucket import EPSILON
+from quotaguard.core.policy import Limit
 
 __all__ = [
     "HeaderBuilder",
@@ -61,49 +60,14 @@ def _seconds_value(refill: float) -> int:
     return 0 if refill <= 0 else math.ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX
 
 
-_floor = math.floor
 ShownOf = Callable[[Any, Any, int], tuple[int, int]]
 """``(limit, state, now) -> (r, t)``: the ``RateLimit`` values of one limit."""
 
 
-def _shown_by_status(limit: Any, state: Any, now: int) -> tuple[int, int]:
-    # any kind of limit: through the core's own status (what the statuses would show)
-    status = engine.STATUSES[limit.__class__](limit, state, now, True, 0.0)
-    remaining = status[2]
-    return (int(remaining) if remaining > 0 else 0), _seconds_value(status[5])
-
-
-def _shown_bucket(spec: TokenBucket, tat: Any, now: int) -> tuple[int, int]:
-    # `token_bucket.status_of`'s remaining and refill_after, without the rest
-    if tat is None or tat <= now:
-        return spec.capacity, 0
-    interval = spec.interval_us
-    backlog = tat - now
-    available = spec.capacity - backlog / interval
-    remaining = _floor(available + EPSILON)
-    if remaining < 0:
-        remaining = 0
-    refill_us = (remaining + 1 - available) * interval
-    if refill_us > backlog:
-        refill_us = backlog
-    return remaining, _seconds_value(refill_us / 1e6)
-
-
-def _shown_window(spec: RollingWindow, state: Any, now: int) -> tuple[int, int]:
-    # `rolling_window.status_of`'s common case; eviction and exhaustion go through it
-    if state is None:
-        return spec.quota, 0
-    granularity = spec.granularity_us
-    window = spec.window_us
-    if state[1] >= now - now % granularity - window:
-        remaining = _floor(spec.quota - state[0] + EPSILON)
-        if remaining > 0:
-            end = state[1] + window
-            return remaining, _seconds_value((end - end % granularity + granularity - now) / 1e6)
-    return _shown_by_status(spec, state, now)
-
-
-_SHOWN: dict[type, ShownOf] = {TokenBucket: _shown_bucket, RollingWindow: _shown_window}
+def _shown(limit: Any, state: Any, now: int) -> tuple[int, int]:
+    # the core's (remaining, refill-after) of one limit, as integers for the header
+    remaining, refill_us = engine.SHOWN[limit.__class__](limit, state, now)
+    return (remaining if remaining > 0 else 0), _seconds_value(refill_us / 1e6)
 
 
 FastLines = Callable[[Sequence[Any], int], list[tuple[bytes, bytes]]]
@@ -122,7 +86,7 @@ def shown_values(limits: Sequence[Limit], states: Sequence[Any], now: int) -> li
     """
     values: list[int] = []
     for index, limit in enumerate(limits):
-        values.extend(_SHOWN.get(limit.__class__, _shown_by_status)(limit, states[index], now))
+        values.extend(_shown(limit, states[index], now))
     return values
 
 
@@ -221,22 +185,35 @@ class HeaderBuilder:
         """The header lines of these limits from their states, unrolled (or None)."""
         if len(self._fast) >= 1024:
             self._fast.clear()
-        functions = [_SHOWN.get(limit.__class__) for limit in limits]
         lines: FastLines | None = None
         if not limits:
             lines = _no_lines
-        elif None not in functions:
+        else:
             policy, template = self._compile(tuple(limits))
-            names: dict[str, Any] = {"policy": policy, "template": template}
-            calls = []
+            names: dict[str, Any] = {
+                "policy": policy,
+                "template": template,
+                "ceil": math.ceil,
+                "largest": _SF_INT_MAX,
+            }
+            body = []
+            values = []
             for index, limit in enumerate(limits):
-                names[f"shown{index}"] = functions[index]
+                names[f"shown{index}"] = engine.SHOWN[limit.__class__]
                 names[f"limit{index}"] = limit
-                calls.append(f"*shown{index}(limit{index}, states[{index}], now)")
+                body.append(
+                    f"    r{index}, u{index} = shown{index}(limit{index}, states[{index}], now)"
+                )
+                # `_seconds_value` of the refill in microseconds, inline
+                values.append(
+                    f"r{index}, (0 if u{index} <= 0 else ceil(u{index} / 1e6) "
+                    f"if u{index} < 1e21 else largest)"
+                )
             source = (
                 "def lines(states, now):\n"
-                "    return [(b'ratelimit-policy', policy), (b'ratelimit', "
-                f"(template % ({', '.join(calls)},)).encode('ascii'))]\n"
+                + "\n".join(body)
+                + "\n    return [(b'ratelimit-policy', policy), (b'ratelimit', "
+                f"(template % ({', '.join(values)},)).encode('ascii'))]\n"
             )
             exec(compile(source, f"<quotaguard headers {len(limits)} limits>", "exec"), names)
             lines = names["lines"]
@@ -247,17 +224,15 @@ class HeaderBuilder:
     def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
         """Header lines (lower-case names) for ``decision``; empty when it has no limits."""
         statuses = decision.limits
-        if statuses.__class__ is engine.EvaluatedStatuses and self._draft and not self._legacy:
-            # fallback for a core accessor of (remaining, refill_after) per limit: the
-            # payload is (builder, limits, states, now, allowed, retries) until built
-            payload = statuses._payload
-            if payload is not None:
-                limits = payload[1]
+        if self._draft and not self._legacy and statuses.__class__ is engine.EvaluatedStatuses:
+            kept = statuses.kept()
+            if kept is not None:  # read remaining and refill without building statuses
+                limits = kept[0]
                 fast = self._fast.get(id(limits))
                 if fast is None or fast[0] is not limits:
                     fast = self._compile_fast(limits)
                 if fast[1] is not None:
-                    return fast[1](payload[2], payload[3])
+                    return fast[1](kept[1], kept[2])
         if not statuses:
             return []
         lines: list[tuple[bytes, bytes]] = []

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from quotaguard import AsyncGuard, Concurrency, Guard, Plan, RollingWindow, TokenBucket
 from quotaguard.core.decision import Decision
 from quotaguard.integrations import APIKey, HeaderOptions, QuotaMiddleware
-from quotaguard.integrations.asgi import inline_backend
 from quotaguard.integrations.headers import HeaderBuilder, format_ratelimit, shown_values
 from quotaguard.testing import FakeClock
 
@@ -67,9 +66,10 @@ def test_legacy_headers_still_build_the_statuses() -> None:
     assert lines[b"ratelimit"] == format_ratelimit(decision.limits).encode()
 
 
-def test_inline_decisions_only_on_the_plain_memory_backend() -> None:
-    memory = AsyncGuard([PLAN])
-    assert inline_backend(memory) is memory.backend.backend  # type: ignore[attr-defined]
+def test_inline_decisions_only_on_an_in_process_backend() -> None:
+    memory = AsyncGuard([PLAN], default_plan="p")
+    decision = memory.acquire_nowait("c", 2)
+    assert decision is not None and decision.allowed
 
     class Wrapped:
         name = "wrapped"
@@ -77,7 +77,7 @@ def test_inline_decisions_only_on_the_plain_memory_backend() -> None:
         async def decide(self, *args: object) -> Decision:
             raise NotImplementedError
 
-    assert inline_backend(AsyncGuard([PLAN], Wrapped())) is None  # type: ignore[arg-type]
+    assert AsyncGuard([PLAN], Wrapped(), default_plan="p").acquire_nowait("c") is None  # type: ignore[arg-type]
 
 
 def test_inline_decisions_still_notify_observers() -> None:
