@@ -6,6 +6,11 @@ when traffic comes, and at every scrape) with C-level helpers (``Counter``, ``so
 ``bisect``), and each batch costs one increment per label set. Top-K and near-limit
 tables and spike averages are refreshed in the same batches; their gauges are computed
 at scrape time.
+
+A decision's limits are read only through ``decision.limits.specs`` and
+``decision.limits.used`` (utilisation = used / quota), which never build the per-limit
+statuses; only refused decisions, whose refusing limit is needed, build them. Under load
+one allowed decision in ``sample_every`` is read (see `ExporterConfig.sample_every`).
 """
 
 from __future__ import annotations
@@ -142,12 +147,13 @@ class ExporterConfig:
         default=LATENCY_BUCKETS, converter=_bounds, validator=_check_bounds
     )
     """Bucket bounds of the backend latency histogram."""
-    sample_every: int = attrs.field(default=8, validator=_positive_int)
-    """The utilisation of one allowed decision in this many is read (each reading counts
-    this many times in the utilisation histogram, so its counts stay per decision);
-    refused decisions and the latest decision of each customer in a top-K view are always
-    read. Reading a utilisation costs more than the rest of a decision's metrics together;
-    1 reads every decision."""
+    sample_every: int = attrs.field(default=32, validator=_positive_int)
+    """Under load (full batches of ``batch_size``), the utilisation and backend latency of
+    one allowed decision in this many are read, each reading counted this many times in
+    the histograms (so their counts stay per decision); refused decisions and the latest
+    decision in the batch of each customer in a top-K view are always read. Partial
+    batches (light traffic, scrapes) are read in full. Reading a utilisation costs more
+    than the rest of a decision's metrics together; 1 reads every decision."""
     batch_size: int = attrs.field(default=128, validator=_positive_int)
     """Decisions buffered before they are aggregated."""
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
