@@ -28,7 +28,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 import attrs
 
@@ -37,6 +37,8 @@ __all__ = ["SpikeConfig", "SpikeDetector", "SpikeEvent"]
 logger = logging.getLogger("quotaguard.metrics")
 
 _RATIO = itemgetter(2)
+_LONG = attrgetter("long")
+_AT = attrgetter("at")
 _HYSTERESIS = 0.8
 # When the table is full, a newcomer must bring twice the lightest tracked customer's
 # (decayed) long-window rate: customers of equal weight do not churn each other out.
@@ -209,11 +211,17 @@ class SpikeDetector:
         config = self.config
         short_tau, long_tau = config.short_window, config.long_window
         entries = self._entries
-        full = len(entries) >= config.capacity
-        floor = self._long_floor(now) if full else -1.0
         exp = math.exp
         events: list[SpikeEvent] = []
         known = pending.keys() & entries.keys()  # in C
+        floor = -1.0
+        if len(entries) >= config.capacity and len(pending) > len(known):
+            # A lower bound of the floor first, in C: when no newcomer beats it (the
+            # common case), the exact floor (a Python pass over every entry) is not needed.
+            values = entries.values()
+            floor = min(map(_LONG, values)) * exp(-(now - min(map(_AT, values))) / long_tau)
+            if max(pending.values()) > floor * _ADMISSION * long_tau:
+                floor = self._long_floor(now)
         for customer in known:
             units = pending[customer]
             entry = entries[customer]

@@ -92,3 +92,16 @@ def test_config_validation() -> None:
         SpikeConfig(short_window=600, long_window=300)
     with pytest.raises(ValueError):
         SpikeConfig(capacity=0)
+
+
+def test_full_table_admits_only_newcomers_above_twice_the_floor() -> None:
+    detector = SpikeDetector(SpikeConfig(capacity=8, fold_interval=FOLD))
+    now = FOLD
+    feed(detector, now, {f"steady-{i}": 1.0 + i for i in range(8)})  # full; floor: 1 u/s
+    now += FOLD
+    # 1.5x the lightest: rejected (the cheap lower bound decides); 3x: admitted.
+    feed(detector, now, {"light": 1.5})
+    assert "light" not in detector._entries
+    feed(detector, now, {"heavy": 3.0})
+    assert "heavy" in detector._entries
+    assert len(detector) == 8
