@@ -113,6 +113,9 @@ class EvaluatedStatuses(LimitStatuses):
         payload = self._payload
         if payload is None:
             return super().used
+        used_of = getattr(payload[0], "used", None)  # compiled with the plan's builder
+        if used_of is not None:
+            return used_of(payload)  # type: ignore[no-any-return]
         _, limits, states, now, _, _ = payload
         return tuple(
             USED[limit.__class__](limit, states[index], now) for index, limit in enumerate(limits)
@@ -226,15 +229,26 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
         f"status{index}(limit{index}, states[{index}], now, allowed[{index}], retries[{index}])"
         for index in range(count)
     )
+    used_calls = ", ".join(
+        f"used{index}(limit{index}, states[{index}], now)" for index in range(count)
+    )
+    comma = "," if count == 1 else ""
     lines = [
         "def build(verdicts):",
         "    _, _, states, now, allowed, retries = verdicts",
-        f"    return ({calls}{',' if count == 1 else ''})",
+        f"    return ({calls}{comma})",
+        "",
+        "def used(verdicts):",
+        "    _, _, states, now, _, _ = verdicts",
+        f"    return ({used_calls}{comma})",
+        "",
+        "build.used = used",
         "",
         "def evaluate(states, now, cost, lease):",
     ]
     for index, limit in enumerate(limits):
         names[f"status{index}"] = STATUSES[limit.__class__]
+        names[f"used{index}"] = USED[limit.__class__]
         names[f"step{index}"] = STEPS[limit.__class__]
         names[f"limit{index}"] = limit
         if per_unit:
