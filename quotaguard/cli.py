@@ -57,7 +57,7 @@ from quotaguard.core.errors import (
     QuotaguardError,
 )
 from quotaguard.core.policy import Limit, check_name
-from quotaguard.guard import Guard, Usage, _overridden
+from quotaguard.guard import Guard, Usage, overridden_limit
 
 __all__ = [
     "EXIT_CONFIG",
@@ -455,7 +455,7 @@ def _cmd_override(args: argparse.Namespace) -> int:
                 EXIT_INVALID, f"plan {base.name!r} has no limit {args.limit!r}; it has {names}"
             ) from None
         try:
-            _overridden(current, value)  # validate before changing anything
+            overridden_limit(current, value)  # validate before changing anything
         except ConfigurationError as error:
             raise CLIError(EXIT_INVALID, str(error)) from None
     guard.override(customer, args.limit, value, plan=args.plan, actor=args.actor)

@@ -319,7 +319,7 @@ class GuardBase:
                 raise UnknownLimitError(
                     f"plan {base.name!r} has no limit {name!r}; it has {names}"
                 ) from None
-            return meta.with_override(_overridden(current, value))
+            return meta.with_override(overridden_limit(current, value))
 
         return change
 
@@ -373,7 +373,12 @@ def check_scope(scope: object) -> str:
         raise InvalidRequestError(str(error)) from None
 
 
-def _overridden(current: Limit, value: int | str) -> Limit:
+def overridden_limit(current: Limit, value: int | str) -> Limit:
+    """``current`` with an override ``value`` applied.
+
+    An integer quota, or a rate string for a rolling window or a token bucket's refill;
+    anything else raises `InvalidRequestError`.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return current.with_quota(value)
     if isinstance(value, str):
