@@ -69,7 +69,7 @@ class AsyncRedisBackend(RedisBackendBase):
     async def _execute(self, call: Call) -> Any:
         try:
             if isinstance(call, ScriptCall):
-                return await self._scripts[call.script](call.keys, call.args)
+                return await self._evalsha(call)
             if isinstance(call, CommandCall):
                 return await self.client.execute_command(*call.args)
             if isinstance(call, ScanCall):
@@ -79,6 +79,20 @@ class AsyncRedisBackend(RedisBackendBase):
             return await self._reserve(call)
         except RedisError as error:
             raise unavailable(error) from error
+
+    async def _evalsha(self, call: ScriptCall) -> Any:
+        """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
+
+        After NOSCRIPT (restart, failover, ``SCRIPT FLUSH``): load the script, retry once.
+        """
+        script = self._scripts[call.script]
+        keys = call.keys
+        client: Any = self.client
+        try:
+            return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+        except NoScriptError:
+            script.sha = await client.script_load(script.script)
+            return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
 
     async def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
         client: Any = self.client

@@ -18,9 +18,9 @@ import json
 import math
 import os
 import struct
-from collections.abc import Collection, Generator
+from collections.abc import Collection, Generator, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import attrs
 
@@ -67,13 +67,15 @@ SCRIPTS = {name: script_source(name) for name in SCRIPT_NAMES}
 """Script name -> Lua source."""
 
 
-@attrs.frozen
-class ScriptCall:
-    """Run a registered script (EVALSHA, reloaded transparently after NOSCRIPT)."""
+class ScriptCall(NamedTuple):
+    """Run a registered script (EVALSHA, reloaded transparently after NOSCRIPT).
+
+    A named tuple: the cheapest object to build on the decision path.
+    """
 
     script: str
     keys: list[str]
-    args: list[str | bytes]
+    args: Sequence[str | bytes]
 
 
 @attrs.frozen
@@ -366,7 +368,7 @@ class RedisBackendBase:
             if target is None:
                 target = resolve(catalogue, meta if version else None, plan, scope)
             if target.__class__ is Revocation:
-                reply = yield ScriptCall("decide", keys, ["p", version, now_arg, "0", b"\x90"])
+                reply = yield ScriptCall("decide", keys, ("p", version, now_arg, "0", b"\x90"))
                 if reply[0] == 0:
                     self._remember(customer, reply[1], reply[2])
                     continue
@@ -377,7 +379,7 @@ class RedisBackendBase:
                 cost_arg = " ".join([fmt(charge(limit, cost)) for limit in limits])
             if lease is None:
                 reply = yield ScriptCall(
-                    "decide", keys, ["d", version, now_arg, cost_arg, plan_arg]
+                    "decide", keys, ("d", version, now_arg, cost_arg, plan_arg)
                 )
                 token = ""
             else:
@@ -388,7 +390,7 @@ class RedisBackendBase:
                     ScriptCall(
                         "decide",
                         [meta_key, state_key, self.keys.lease(base, token)],
-                        [
+                        (
                             "d",
                             version,
                             now_arg,
@@ -397,7 +399,7 @@ class RedisBackendBase:
                             token,
                             "" if lease[1] is None else str(lease[1]),
                             str(record_ttl),
-                        ],
+                        ),
                     ),
                     self.keys.lease_owner(token),
                     owner,
@@ -407,7 +409,7 @@ class RedisBackendBase:
                 self._remember(customer, reply[1], reply[2])
                 continue
             states = [parse_state(limit, reply[3 + index]) for index, limit in enumerate(limits)]
-            allowed, _, statuses, _ = engine.evaluate(limits, states, reply[1], cost, lease)
+            allowed, _, statuses, _ = engine.evaluate_plan(target, states, reply[1], cost, lease)
             if allowed is not (reply[2] == 1):
                 raise BackendUnavailable(
                     f"redis: the decide script and quotaguard.core disagree for {customer!r}"
@@ -485,7 +487,7 @@ class RedisBackendBase:
             reply = yield ScriptCall(
                 "decide",
                 [meta_key, state_key],
-                ["p", version, now_arg, "0", self._plan_arg(target)[2]],
+                ("p", version, now_arg, "0", self._plan_arg(target)[2]),
             )
             if reply[0] == 0:
                 self._remember(customer, reply[1], reply[2])

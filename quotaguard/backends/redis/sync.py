@@ -74,7 +74,7 @@ class RedisBackend(RedisBackendBase):
     def _execute(self, call: Call) -> Any:
         try:
             if isinstance(call, ScriptCall):
-                return self._scripts[call.script](call.keys, call.args)
+                return self._evalsha(call)
             if isinstance(call, CommandCall):
                 return self.client.execute_command(*call.args)  # type: ignore[no-untyped-call]
             if isinstance(call, ScanCall):
@@ -84,6 +84,20 @@ class RedisBackend(RedisBackendBase):
             return self._reserve(call)
         except RedisError as error:
             raise unavailable(error) from error
+
+    def _evalsha(self, call: ScriptCall) -> Any:
+        """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
+
+        After NOSCRIPT (restart, failover, ``SCRIPT FLUSH``): load the script, retry once.
+        """
+        script = self._scripts[call.script]
+        keys = call.keys
+        client: Any = self.client
+        try:
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+        except NoScriptError:
+            script.sha = client.script_load(script.script)
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
 
     def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
         client: Any = self.client
