@@ -58,9 +58,17 @@ _new = tuple.__new__
 _CACHE_SIZE = 10_000
 
 
+_WITH_STATE = ("decide", "settle", "reset")
+"""The scripts that read or write the state string: ``state.lua`` goes in front of them."""
+
+
 def script_source(name: str) -> str:
-    """The text of the Lua script ``name``."""
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of the Lua script ``name`` (with ``state.lua`` in front where it is used)."""
+    files = resources.files(__package__)
+    source = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name in _WITH_STATE:
+        source = files.joinpath("state.lua").read_text(encoding="utf-8") + source
+    return source
 
 
 SCRIPTS = {name: script_source(name) for name in SCRIPT_NAMES}

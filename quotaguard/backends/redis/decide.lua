@@ -33,21 +33,12 @@
 --
 -- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles.
 
-local byte, sub, char, floor, fmod = string.byte, string.sub, string.char, math.floor, math.fmod
-local pack, unpack_ = struct.pack, struct.unpack
-
 local version = redis.call('HGET', KEYS[1], 'v') or ''
 if version ~= ARGV[2] then
   return {0, version, redis.call('HGET', KEYS[1], 'm')}
 end
 
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
-end
+local now = clock(ARGV[3])
 
 local plan = cmsgpack.unpack(ARGV[5])
 local kinds, names, pa, pb, pc, in_plan = {}, {}, {}, {}, {}, {}
@@ -62,43 +53,12 @@ end
 
 -- the stored sections
 local blob = redis.call('GET', KEYS[2])
-local sections = {}
-local extras = {}
-if blob then
-  local pos, len = 1, #blob
-  while pos <= len do
-    local nl = byte(blob, pos)
-    local name = sub(blob, pos + 1, pos + nl)
-    local sl = unpack_('<I4', blob, pos + nl + 1)
-    local stop = pos + nl + 4 + sl
-    sections[name] = sub(blob, pos + nl + 5, stop)
-    if not in_plan[name] then extras[#extras + 1] = sub(blob, pos, stop) end
-    pos = stop + 1
-  end
-end
+local sections, extras = read_sections(blob, in_plan)
 
 -- a number for the reply: whole numbers as integers, others exactly as text
 local function out(x)
   if x == floor(x) then return x end
   return string.format('%.17g', x)
-end
-
--- a bucket start's delta may be negative (a limit name shared by plans whose
--- granularities differ): zigzag it
-local function zigzag(v)
-  if v < 0 then return -2 * v - 1 end
-  return 2 * v
-end
-
-local function varint(v)
-  if v < 128 then return char(v) end
-  local t = {}
-  while v >= 128 do
-    t[#t + 1] = v % 128 + 128
-    v = floor(v / 128)
-  end
-  t[#t + 1] = v
-  return char(unpack(t))
 end
 
 -- one ring entry: count, delta to the next bucket's start, position after it
@@ -201,10 +161,6 @@ end
 local function rw_drop(start, window, g)
   local stop = start + window
   return stop - fmod(stop, g) + g
-end
-
-local function section(name, state)
-  return char(#name) .. name .. pack('<I4', #state) .. state
 end
 
 if ARGV[1] == 'p' then
@@ -340,25 +296,7 @@ if not allowed then
   return reply
 end
 
-local parts = {}
-for i = 1, n do
-  if news[i] then parts[#parts + 1] = section(names[i], news[i]) end
-end
-local present = #parts
-for j = 1, #extras do parts[#parts + 1] = extras[j] end
-if #parts == 0 then
-  if blob then redis.call('DEL', KEYS[2]) end
-else
-  local ttl = math.ceil((expiry - now) / 1000)
-  if #extras > 0 then
-    local current = redis.call('PTTL', KEYS[2])
-    if current > ttl then ttl = current end
-  end
-  if ttl < 1 then ttl = 1 end
-  if present > 0 or #extras > 0 then
-    redis.call('SET', KEYS[2], table.concat(parts), 'PX', ttl)
-  end
-end
+store_sections(KEYS[2], names, news, extras, expiry, now, blob)
 if token ~= '' then
   redis.call('SET', KEYS[3], string.format('%d', now + 2 * tonumber(ARGV[8])) .. ','
     .. string.format('%d', now), 'PX', math.ceil(2 * tonumber(ARGV[8]) / 1000))

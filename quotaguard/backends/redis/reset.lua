@@ -10,17 +10,10 @@ local blob = redis.call('GET', KEYS[1])
 if not blob then return 0 end
 local forget = {}
 for i = 1, #ARGV do forget[ARGV[i]] = true end
-local kept, dropped, pos, len = {}, 0, 1, #blob
-while pos <= len do
-  local nl = string.byte(blob, pos)
-  local name = string.sub(blob, pos + 1, pos + nl)
-  local stop = pos + nl + 4 + struct.unpack('<I4', blob, pos + nl + 1)
-  if forget[name] then
-    dropped = dropped + 1
-  else
-    kept[#kept + 1] = string.sub(blob, pos, stop)
-  end
-  pos = stop + 1
+local states, kept = read_sections(blob, forget)
+local dropped = 0
+for name in pairs(forget) do
+  if states[name] then dropped = dropped + 1 end
 end
 if dropped == 0 then return 0 end
 if #kept == 0 then

@@ -16,13 +16,7 @@
 -- The arithmetic is quotaguard.core's settle functions, operation for operation.
 
 
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
+local now = clock(ARGV[1])
 local record = redis.call('GET', KEYS[1])
 if not record then return {0} end
 local retain, reserved_at, bar, settled = string.match(record, '^([^,]+),([^|]+)(|?)(.*)$')
@@ -30,27 +24,6 @@ if tonumber(retain) <= now then return {0} end
 if bar ~= '' then return {1, settled} end
 reserved_at = tonumber(reserved_at)
 local token = ARGV[3]
-
-local byte, sub, char, floor, fmod = string.byte, string.sub, string.char, math.floor, math.fmod
-local pack, unpack_ = struct.pack, struct.unpack
-
--- a bucket start's delta may be negative (a limit name shared by plans whose
--- granularities differ): zigzag it
-local function zigzag(v)
-  if v < 0 then return -2 * v - 1 end
-  return 2 * v
-end
-
-local function varint(v)
-  if v < 128 then return char(v) end
-  local t = {}
-  while v >= 128 do
-    t[#t + 1] = v % 128 + 128
-    v = floor(v / 128)
-  end
-  t[#t + 1] = v
-  return char(unpack(t))
-end
 
 local function uvarint(s, pos)
   local b = byte(s, pos)
@@ -123,20 +96,7 @@ local deltas = {}
 for x in string.gmatch(ARGV[5], '%S+') do deltas[#deltas + 1] = tonumber(x) end
 
 local blob = redis.call('GET', KEYS[2])
-local raw = {}
-local extras = {}
-if blob then
-  local pos, len = 1, #blob
-  while pos <= len do
-    local nl = byte(blob, pos)
-    local name = sub(blob, pos + 1, pos + nl)
-    local sl = unpack_('<I4', blob, pos + nl + 1)
-    local stop = pos + nl + 4 + sl
-    raw[name] = sub(blob, pos + nl + 5, stop)
-    if not in_plan[name] then extras[#extras + 1] = sub(blob, pos, stop) end
-    pos = stop + 1
-  end
-end
+local raw, extras = read_sections(blob, in_plan)
 
 local expiry = now
 local news = {}
@@ -235,23 +195,6 @@ for i = 1, n do
   end
 end
 
-local parts = {}
-for i = 1, n do
-  if news[i] then
-    parts[#parts + 1] = char(#names[i]) .. names[i] .. pack('<I4', #news[i]) .. news[i]
-  end
-end
-for j = 1, #extras do parts[#parts + 1] = extras[j] end
-if #parts == 0 then
-  if blob then redis.call('DEL', KEYS[2]) end
-else
-  local ttl = math.ceil((expiry - now) / 1000)
-  if #extras > 0 then
-    local current = redis.call('PTTL', KEYS[2])
-    if current > ttl then ttl = current end
-  end
-  if ttl < 1 then ttl = 1 end
-  redis.call('SET', KEYS[2], table.concat(parts), 'PX', ttl)
-end
+store_sections(KEYS[2], names, news, extras, expiry, now, blob)
 redis.call('SET', KEYS[1], record .. '|' .. ARGV[2], 'KEEPTTL')
 return {2}
