@@ -346,6 +346,62 @@ class GuardBase:
         scopes = ",".join(f"{scope}:{plan}" for scope, plan in revocation.allow_scopes)
         return f"allow_scopes={scopes or 'none'}"
 
+    # A customer change, built once for both guards: validated before anything is
+    # stored, as (the change to the stored settings, its audit entry).
+
+    def _assign(
+        self, customer: str, plan: str | None, actor: str | None
+    ) -> tuple[MetaChange, AuditEntry]:
+        self._check_customer(customer)
+        if plan is not None:
+            self.catalogue[plan]
+        entry = self._audit_entry("assign", f"plan={plan or 'none'}", actor)
+        return (lambda meta: attrs.evolve(meta, plan=plan)), entry
+
+    def _override(
+        self,
+        customer: str,
+        limit: str | Limit,
+        value: int | str | None,
+        plan: str | None,
+        actor: str | None,
+    ) -> tuple[MetaChange, AuditEntry]:
+        self._check_customer(customer)
+        change = self._override_change(customer, limit, value, plan)
+        return change, self._audit_entry("override", self._override_detail(limit, value), actor)
+
+    def _revoke(
+        self,
+        customer: str,
+        reason: str,
+        allow_scopes: Mapping[str, str] | Collection[str] | None,
+        actor: str | None,
+    ) -> tuple[MetaChange, AuditEntry]:
+        self._check_customer(customer)
+        revocation = self._revocation(reason, _scope_map(allow_scopes))
+        entry = self._audit_entry("revoke", self._scopes_detail(revocation), actor, reason)
+        return (lambda meta: attrs.evolve(meta, revocation=revocation)), entry
+
+    def _restore(self, customer: str, actor: str | None) -> tuple[MetaChange, AuditEntry]:
+        self._check_customer(customer)
+        entry = self._audit_entry("restore", "revocation lifted", actor)
+        return (lambda meta: attrs.evolve(meta, revocation=None)), entry
+
+    def _shadow(
+        self, customer: str, shadow: bool | None, actor: str | None
+    ) -> tuple[MetaChange, AuditEntry]:
+        self._check_customer(customer)
+        entry = self._audit_entry("shadow", f"shadow={shadow}", actor)
+        return (lambda meta: attrs.evolve(meta, shadow=shadow)), entry
+
+    def _reset(
+        self, customer: str, limits: Collection[str] | None, actor: str | None
+    ) -> tuple[frozenset[str] | None, AuditEntry]:
+        self._check_customer(customer)
+        names = None if limits is None else frozenset(limits)
+        detail = "limits=" + (",".join(sorted(names)) if names is not None else "all")
+        return names, self._audit_entry("reset", detail, actor)
+
     def _notify_settlement(
         self, settlement: Settlement, lease_customer: str | None, plan: str | None
     ) -> None:
@@ -527,11 +583,7 @@ class Guard(GuardBase):
 
     def assign(self, customer: str, plan: str | None, *, actor: str | None = None) -> CustomerMeta:
         """Put ``customer`` on ``plan`` for every worker (None: back to per-call/default)."""
-        self._check_customer(customer)
-        if plan is not None:
-            self.catalogue[plan]
-        entry = self._audit_entry("assign", f"plan={plan or 'none'}", actor)
-        return self._change(customer, lambda meta: attrs.evolve(meta, plan=plan), entry)
+        return self._change(customer, *self._assign(customer, plan, actor))
 
     def override(
         self,
@@ -549,10 +601,7 @@ class Guard(GuardBase):
         rate; a `Limit` object replaces the limit of its name; ``value=None`` removes
         the override.
         """
-        self._check_customer(customer)
-        change = self._override_change(customer, limit, value, plan)
-        entry = self._audit_entry("override", self._override_detail(limit, value), actor)
-        return self._change(customer, change, entry)
+        return self._change(customer, *self._override(customer, limit, value, plan, actor))
 
     def revoke(
         self,
@@ -568,34 +617,25 @@ class Guard(GuardBase):
         ``{"benchmark": "benchmark"}``; a plain collection of names uses plans of the
         same names. ``reason`` is shown to the customer.
         """
-        self._check_customer(customer)
-        revocation = self._revocation(reason, _scope_map(allow_scopes))
-        entry = self._audit_entry("revoke", self._scopes_detail(revocation), actor, reason)
-        return self._change(customer, lambda meta: attrs.evolve(meta, revocation=revocation), entry)
+        return self._change(customer, *self._revoke(customer, reason, allow_scopes, actor))
 
     def restore(self, customer: str, *, actor: str | None = None) -> CustomerMeta:
         """Lift a revocation."""
-        self._check_customer(customer)
-        entry = self._audit_entry("restore", "revocation lifted", actor)
-        return self._change(customer, lambda meta: attrs.evolve(meta, revocation=None), entry)
+        return self._change(customer, *self._restore(customer, actor))
 
     def set_shadow(
         self, customer: str, shadow: bool | None, *, actor: str | None = None
     ) -> CustomerMeta:
         """Per-customer shadow mode: True (never block), False (enforce), None (inherit)."""
-        self._check_customer(customer)
-        entry = self._audit_entry("shadow", f"shadow={shadow}", actor)
-        return self._change(customer, lambda meta: attrs.evolve(meta, shadow=shadow), entry)
+        return self._change(customer, *self._shadow(customer, shadow, actor))
 
     def reset(
         self, customer: str, limits: Collection[str] | None = None, *, actor: str | None = None
     ) -> None:
         """Forget the customer's usage of ``limits`` (all when None)."""
-        self._check_customer(customer)
-        names = None if limits is None else frozenset(limits)
+        names, entry = self._reset(customer, limits, actor)
         self.backend.reset(customer, names)
-        detail = "limits=" + (",".join(sorted(names)) if names is not None else "all")
-        self.backend.record_audit(customer, self._audit_entry("reset", detail, actor))
+        self.backend.record_audit(customer, entry)
 
     def close(self) -> None:
         """Close the backend."""
@@ -770,11 +810,7 @@ class AsyncGuard(GuardBase):
         self, customer: str, plan: str | None, *, actor: str | None = None
     ) -> CustomerMeta:
         """See `Guard.assign`."""
-        self._check_customer(customer)
-        if plan is not None:
-            self.catalogue[plan]
-        entry = self._audit_entry("assign", f"plan={plan or 'none'}", actor)
-        return await self._change(customer, lambda meta: attrs.evolve(meta, plan=plan), entry)
+        return await self._change(customer, *self._assign(customer, plan, actor))
 
     async def override(
         self,
@@ -786,10 +822,7 @@ class AsyncGuard(GuardBase):
         actor: str | None = None,
     ) -> CustomerMeta:
         """See `Guard.override`."""
-        self._check_customer(customer)
-        change = self._override_change(customer, limit, value, plan)
-        entry = self._audit_entry("override", self._override_detail(limit, value), actor)
-        return await self._change(customer, change, entry)
+        return await self._change(customer, *self._override(customer, limit, value, plan, actor))
 
     async def revoke(
         self,
@@ -800,36 +833,25 @@ class AsyncGuard(GuardBase):
         actor: str | None = None,
     ) -> CustomerMeta:
         """See `Guard.revoke`."""
-        self._check_customer(customer)
-        revocation = self._revocation(reason, _scope_map(allow_scopes))
-        entry = self._audit_entry("revoke", self._scopes_detail(revocation), actor, reason)
-        return await self._change(
-            customer, lambda meta: attrs.evolve(meta, revocation=revocation), entry
-        )
+        return await self._change(customer, *self._revoke(customer, reason, allow_scopes, actor))
 
     async def restore(self, customer: str, *, actor: str | None = None) -> CustomerMeta:
         """See `Guard.restore`."""
-        self._check_customer(customer)
-        entry = self._audit_entry("restore", "revocation lifted", actor)
-        return await self._change(customer, lambda meta: attrs.evolve(meta, revocation=None), entry)
+        return await self._change(customer, *self._restore(customer, actor))
 
     async def set_shadow(
         self, customer: str, shadow: bool | None, *, actor: str | None = None
     ) -> CustomerMeta:
         """See `Guard.set_shadow`."""
-        self._check_customer(customer)
-        entry = self._audit_entry("shadow", f"shadow={shadow}", actor)
-        return await self._change(customer, lambda meta: attrs.evolve(meta, shadow=shadow), entry)
+        return await self._change(customer, *self._shadow(customer, shadow, actor))
 
     async def reset(
         self, customer: str, limits: Collection[str] | None = None, *, actor: str | None = None
     ) -> None:
         """See `Guard.reset`."""
-        self._check_customer(customer)
-        names = None if limits is None else frozenset(limits)
+        names, entry = self._reset(customer, limits, actor)
         await self.backend.reset(customer, names)
-        detail = "limits=" + (",".join(sorted(names)) if names is not None else "all")
-        await self.backend.record_audit(customer, self._audit_entry("reset", detail, actor))
+        await self.backend.record_audit(customer, entry)
 
     async def close(self) -> None:
         """See `Guard.close`."""
