@@ -7,6 +7,7 @@ and statuses out.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -138,12 +139,10 @@ def evaluate(
 
     The work is done by a function compiled once per tuple of limits (see `_compile`),
     which saves the loop's overhead, the larger part of a decision's cost in Python.
+    Backends call `evaluate_plan`, which keeps the compiled function on the plan.
     """
     per_unit = not (cost.__class__ is int or cost.__class__ is float)
-    entry = _COMPILED.get((id(limits), per_unit))
-    if entry is None or entry[0] is not limits:
-        entry = _remember(limits, per_unit)
-    return entry[1](states, now, cost, lease)  # type: ignore[no-any-return]
+    return _compiled(tuple(limits), per_unit)(states, now, cost, lease)  # type: ignore[no-any-return]
 
 
 def evaluate_plan(
@@ -197,17 +196,10 @@ def _outcome(
     return False, list(states), statuses, max(expiry, now)
 
 
-_COMPILED: dict[tuple[int, bool], tuple[Sequence[Limit], Callable[..., Any]]] = {}
-
-
-def _remember(
-    limits: Sequence[Limit], per_unit: bool
-) -> tuple[Sequence[Limit], Callable[..., Any]]:
-    if len(_COMPILED) > 4096:  # plans are few; this only guards against churn
-        _COMPILED.clear()
-    entry = (limits, _compile(limits, per_unit))
-    _COMPILED[(id(limits), per_unit)] = entry  # the entry keeps `limits` alive: ids stay unique
-    return entry
+@functools.lru_cache(maxsize=1024)
+def _compiled(limits: tuple[Limit, ...], per_unit: bool) -> Callable[..., Any]:
+    # for `evaluate`, which callers with a `Plan` avoid: `evaluate_plan` keeps its own
+    return _compile(limits, per_unit)
 
 
 def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
