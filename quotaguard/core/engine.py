@@ -186,7 +186,9 @@ def _outcome(
     retries = [result[3] for result in results]
     expiry = max((result[2] for result in results), default=now)
     if all(flags):
-        statuses = EvaluatedStatuses((build_statuses, limits, new_states, now, flags, retries))
+        # the statuses keep their own copy: the caller may store (or change) new_states
+        kept = tuple(new_states)
+        statuses = EvaluatedStatuses((build_statuses, limits, kept, now, flags, retries))
         return True, new_states, statuses, max(expiry, now)
     # show the refusing limits as they were seen, the others untouched
     shown = [
