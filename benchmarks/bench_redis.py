@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -210,6 +210,14 @@ def bytes_per_customer(url: str) -> tuple[int, int]:
     return _memory(client, "mem", "typical"), _memory(client, "mem", "busy")
 
 
+def parser_name() -> str:
+    """Which reply parser redis-py uses here: hiredis when installed, else pure Python."""
+    try:
+        return f"hiredis {version('hiredis')}"
+    except PackageNotFoundError:
+        return "hiredis not installed: pure-Python parser"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short run for a smoke test")
@@ -222,7 +230,7 @@ def main() -> None:
         print("# quotaguard Redis backend benchmark\n")
         print(
             f"Python {platform.python_version()}, redis-server {info['redis_version']} on "
-            f"loopback, redis-py {version('redis')} (hiredis {version('hiredis')}), "
+            f"loopback, redis-py {version('redis')} ({parser_name()}), "
             f"limits {version('limits')}, throttled-py {version('throttled-py')}"
         )
         sync_rates = sync_speed(url, calls, rounds)

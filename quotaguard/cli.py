@@ -58,6 +58,7 @@ from quotaguard.core.errors import (
 )
 from quotaguard.core.policy import Limit, check_name
 from quotaguard.guard import Guard, Usage, overridden_limit
+from quotaguard.plan_sources import catalogue_to_toml, load_catalogue
 
 __all__ = [
     "EXIT_CONFIG",
@@ -171,11 +172,12 @@ def _catalogue(args: argparse.Namespace, required: bool) -> PlanCatalogue:
         if required:
             raise CLIError(
                 EXIT_USAGE,
-                f"{args.command} needs the plans: give --plans FILE or set QUOTAGUARD_PLANS",
+                f"{args.command} needs the plans: give --plans FILE|MODULE:ATTR or set "
+                "QUOTAGUARD_PLANS",
             )
         return PlanCatalogue([])
     try:
-        return PlanCatalogue.from_toml(path)
+        return load_catalogue(path)
     except ConfigurationError as error:
         raise CLIError(EXIT_CONFIG, str(error)) from None
 
@@ -543,7 +545,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_plans_check(args: argparse.Namespace) -> int:
     try:
-        catalogue = PlanCatalogue.from_toml(args.file)
+        catalogue = load_catalogue(args.file)
     except ConfigurationError as error:
         if args.json:
             _emit(args.stdout, {"file": args.file, "valid": False, "error": str(error)})
@@ -583,6 +585,24 @@ def _cmd_plans_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_plans_export(args: argparse.Namespace) -> int:
+    if args.source is not None:
+        args.plans = args.source
+    try:
+        text = catalogue_to_toml(_catalogue(args, required=True))
+    except ConfigurationError as error:
+        raise CLIError(EXIT_CONFIG, str(error)) from None
+    if args.output is None:
+        args.stdout.write(text)
+        return EXIT_OK
+    try:
+        with open(args.output, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise CLIError(EXIT_ERROR, f"cannot write {args.output!r}: {error}") from None
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from quotaguard.demo import run_demo
 
@@ -614,7 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $QUOTAGUARD_STORAGE, else memory://)",
     )
     common.add_argument(
-        "--plans", metavar="FILE", help="the plans TOML file (default: $QUOTAGUARD_PLANS)"
+        "--plans",
+        metavar="SOURCE",
+        help="the plans: a TOML file or a Python module:attribute (default: $QUOTAGUARD_PLANS)",
     )
     writer = _Parser(add_help=False)
     writer.add_argument(
@@ -696,8 +718,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = plan_commands.add_parser(
         "check", help="validate a plans file", description="validate a plans file", parents=[reader]
     )
-    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("file", metavar="SOURCE", help="a TOML file or a Python module:attribute")
     sub.set_defaults(handler=_cmd_plans_check)
+    sub = plan_commands.add_parser(
+        "export",
+        help="write plans as a TOML plans file",
+        description="write plans (e.g. defined in Python) as the equivalent TOML plans file",
+    )
+    sub.add_argument(
+        "source",
+        metavar="SOURCE",
+        nargs="?",
+        help="a TOML file or a Python module:attribute (default: --plans, $QUOTAGUARD_PLANS)",
+    )
+    sub.add_argument("--plans", help=argparse.SUPPRESS)
+    sub.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    sub.set_defaults(handler=_cmd_plans_export, command="plans export")
 
     sub = add("demo", _cmd_demo, "run the demo: an LLM API under simulated load (no Redis)")
     sub.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -734,8 +770,9 @@ def main(
     args.stdout = out
     args.stderr = err
     args.backend = backend
-    if not hasattr(args, "storage"):
-        args.storage = args.plans = None
+    for option in ("storage", "plans"):
+        if not hasattr(args, option):
+            setattr(args, option, None)
     try:
         code: int = args.handler(args)
         return code
