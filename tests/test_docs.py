@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import redis_support
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted(
     [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")], key=lambda p: str(p.relative_to(ROOT))
@@ -27,6 +29,10 @@ NOT_RUNNABLE: dict[tuple[str, str], str] = {}
 # Whole documents still being written whose blocks are fragments (names defined nowhere);
 # each entry is reported as an expected failure until its blocks run or are marked.
 IN_PROGRESS: dict[str, str] = {}
+
+# Documents whose blocks read the storage URI from $QUOTAGUARD_STORAGE, as a deployed
+# service does: their blocks run against a real redis-server of the test session.
+ON_REDIS = ("docs/index.md", "docs/guides/")
 
 # Names the fragments of a document may use without defining them.
 PRELUDE = """
@@ -56,6 +62,11 @@ def test_the_python_blocks_run(document: Path, tmp_path: Path, monkeypatch) -> N
     if name in IN_PROGRESS:
         pytest.xfail(f"{name}: {IN_PROGRESS[name]}")
     monkeypatch.chdir(tmp_path)
+    if name.startswith(ON_REDIS):
+        if not redis_support.available():  # pragma: no cover - CI installs redis-server
+            pytest.skip("redis-server is not installed")
+        url = f"{redis_support.standalone().url}?prefix={redis_support.fresh_prefix()}"
+        monkeypatch.setenv("QUOTAGUARD_STORAGE", url)
     namespace: dict[str, object] = {"__name__": "docs"}
     exec(PRELUDE, namespace)
     for line, code, runnable in python_blocks(document):
