@@ -422,7 +422,8 @@ def test_commands_that_need_plans_say_so(cli: Run, monkeypatch: pytest.MonkeyPat
     result = cli("usage", "acme")
     assert result.code == EXIT_USAGE
     assert result.err == (
-        "quotaguard: error: usage needs the plans: give --plans FILE or set QUOTAGUARD_PLANS\n"
+        "quotaguard: error: usage needs the plans: give --plans FILE|MODULE:ATTR or set "
+        "QUOTAGUARD_PLANS\n"
     )
     # restore and audit do not need them
     assert cli("audit", "nobody").code == EXIT_INVALID
