@@ -280,6 +280,24 @@ def test_families_default_by_unit_and_are_overridable(clock: FakeClock) -> None:
     assert not [name for name in hidden.headers if "ratelimit" in name]
 
 
+def test_anthropic_shows_input_and_output_token_families(clock: FakeClock) -> None:
+    split = Plan(
+        "split",
+        [
+            RollingWindow.from_rate("input", "9000/minute", unit="input_tokens"),
+            RollingWindow.from_rate("output", "3000/minute", unit="output_tokens"),
+        ],
+    )
+    served, _ = guards(clock, split)
+    route = Route("/v1/messages", cost={"input_tokens": 900, "output_tokens": 300}, unit=None)
+    response = client_for(served, routes=[route]).post("/v1/messages")
+    assert response.headers["anthropic-ratelimit-input-tokens-limit"] == "9000"
+    assert response.headers["anthropic-ratelimit-input-tokens-remaining"] == "8100"
+    assert response.headers["anthropic-ratelimit-output-tokens-remaining"] == "2700"
+    assert "anthropic-ratelimit-tokens-limit" not in response.headers
+    assert not unified(response)  # no 5-hour or 7-day window
+
+
 def test_the_unified_windows_are_overridable(clock: FakeClock) -> None:
     served, _ = guards(clock)
     renamed = Dialect("anthropic", unified={"five_hour": None, "weekly": "5h"})
@@ -359,6 +377,7 @@ def test_nothing_about_the_customer_or_their_key_leaks(clock: FakeClock) -> None
         response = client_for(served, dialect).post("/v1/messages", headers={"x-tokens": "1"})
         assert response.status_code == 403
         assert response.headers["content-type"] == "application/json"
+        assert not [name for name in response.headers if "ratelimit" in name]
         everything = response.text + "".join(f"{k}{v}" for k, v in response.headers.items())
         assert KEY not in everything
         assert CUSTOMER not in everything

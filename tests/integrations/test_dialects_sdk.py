@@ -313,6 +313,21 @@ def test_anthropic_permission_and_authentication_errors(clock: FakeClock) -> Non
     assert unknown.value.type == "authentication_error"
 
 
+def test_anthropic_sdk_does_not_sleep_through_a_long_wait(clock: FakeClock) -> None:
+    served, inspect = guards(clock)
+    inspect.acquire(CUSTOMER, {"tokens": 1950})
+    attempts.clear()
+    with (
+        serve(make_app(served, "anthropic")) as url,
+        anthropic_client(url, retries=2) as client,
+        pytest.raises(anthropic.RateLimitError) as caught,
+    ):
+        message(client)
+    assert attempts == []
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert int(caught.value.response.headers["retry-after"]) > 3600
+
+
 def test_anthropic_backend_down_is_overloaded(clock: FakeClock) -> None:
     down = DownBackend()
     served = AsyncGuard([MAX], down, default_plan="max", failure="closed")

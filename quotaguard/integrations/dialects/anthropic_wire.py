@@ -34,7 +34,7 @@ from typing import Any
 
 from quotaguard.core.decision import LimitStatus
 
-from .config import UNIFIED_CLAIMS
+from .config import FAMILIES, UNIFIED_CLAIMS
 from .values import epoch_seconds, most_used, remaining, rfc3339, utilization
 
 __all__ = ["ERRORS", "error_document", "family_headers", "unified_headers", "window_status"]
@@ -49,17 +49,32 @@ ERRORS: Mapping[str, tuple[int, str]] = {
 }
 """Per refusal kind: the status and ``error.type``."""
 
-_PREFIX = "anthropic-ratelimit-"
+_UNIFIED = b"anthropic-ratelimit-unified-"
+# per family, and per unified window: the header names, encoded once
+_FAMILY_NAMES = {
+    family: tuple(
+        f"anthropic-ratelimit-{family}-{field}".encode()
+        for field in ("limit", "remaining", "reset")
+    )
+    for family in FAMILIES["anthropic"]
+}
+_WINDOW_NAMES = {
+    window: tuple(
+        _UNIFIED + f"{window}-{field}".encode() for field in ("status", "utilization", "reset")
+    )
+    for window in UNIFIED_CLAIMS
+}
+_CLAIMS = {window: claim.encode() for window, claim in UNIFIED_CLAIMS.items()}
 
 
 def family_headers(picked: Mapping[str, LimitStatus], now: float) -> list[tuple[bytes, bytes]]:
     """The per-family lines for the limit picked per family (``now`` in Unix seconds)."""
     lines: list[tuple[bytes, bytes]] = []
     for family, status in picked.items():
-        name = _PREFIX + family
-        lines.append((f"{name}-limit".encode(), str(status.limit.quota).encode()))
-        lines.append((f"{name}-remaining".encode(), str(remaining(status)).encode()))
-        lines.append((f"{name}-reset".encode(), rfc3339(now, status.reset_after).encode()))
+        limit, left, reset = _FAMILY_NAMES[family]
+        lines.append((limit, str(status.limit.quota).encode()))
+        lines.append((left, str(remaining(status)).encode()))
+        lines.append((reset, rfc3339(now, status.reset_after).encode()))
     return lines
 
 
@@ -82,19 +97,22 @@ def unified_headers(
     """The ``anthropic-ratelimit-unified-*`` lines for the limit picked per window."""
     if not windows:
         return []
-    name = _PREFIX + "unified"
     lines: list[tuple[bytes, bytes]] = []
+    shown: dict[str, tuple[bytes, bytes]] = {}
     for window, status in windows.items():
-        lines.append(
-            (f"{name}-{window}-status".encode(), window_status(status, warning_at).encode())
+        names = _WINDOW_NAMES[window]
+        state = shown[window] = (
+            window_status(status, warning_at).encode(),
+            str(_reset(status, now)).encode(),
         )
-        lines.append((f"{name}-{window}-utilization".encode(), utilization(status).encode()))
-        lines.append((f"{name}-{window}-reset".encode(), str(_reset(status, now)).encode()))
+        lines.append((names[0], state[0]))
+        lines.append((names[1], utilization(status).encode()))
+        lines.append((names[2], state[1]))
     claim = most_used(list(windows.values()))
     window = next(window for window, status in windows.items() if status is claim)
-    lines.append((f"{name}-status".encode(), window_status(claim, warning_at).encode()))
-    lines.append((f"{name}-representative-claim".encode(), UNIFIED_CLAIMS[window].encode()))
-    lines.append((f"{name}-reset".encode(), str(_reset(claim, now)).encode()))
+    lines.append((_UNIFIED + b"status", shown[window][0]))
+    lines.append((_UNIFIED + b"representative-claim", _CLAIMS[window]))
+    lines.append((_UNIFIED + b"reset", shown[window][1]))
     return lines
 
 

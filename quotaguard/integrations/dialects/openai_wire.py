@@ -21,6 +21,7 @@ from typing import Any
 
 from quotaguard.core.decision import LimitStatus
 
+from .config import FAMILIES
 from .values import duration, remaining, seconds_up
 
 __all__ = ["ERRORS", "error_document", "family_headers"]
@@ -36,19 +37,26 @@ ERRORS: Mapping[str, tuple[int, str, str | None]] = {
 """Per refusal kind: the status, ``error.type`` and ``error.code``."""
 
 
+# per family: the header names, encoded once
+_NAMES = {
+    family: tuple(
+        f"x-ratelimit-{field}-{family}".encode() for field in ("limit", "remaining", "reset")
+    )
+    for family in FAMILIES["openai"]
+}
+
+
 def family_headers(picked: Mapping[str, LimitStatus]) -> list[tuple[bytes, bytes]]:
-    """The ``x-ratelimit-*`` lines for the limit picked per family."""
-    lines: list[tuple[bytes, bytes]] = []
-    for field in ("limit", "remaining", "reset"):
-        for family, status in picked.items():
-            if field == "limit":
-                value = str(status.limit.quota)
-            elif field == "remaining":
-                value = str(remaining(status))
-            else:
-                value = duration(seconds_up(status.reset_after))
-            lines.append((f"x-ratelimit-{field}-{family}".encode(), value.encode()))
-    return lines
+    """The ``x-ratelimit-*`` lines for the limit picked per family (limits first, as OpenAI)."""
+    limits: list[tuple[bytes, bytes]] = []
+    left: list[tuple[bytes, bytes]] = []
+    resets: list[tuple[bytes, bytes]] = []
+    for family, status in picked.items():
+        names = _NAMES[family]
+        limits.append((names[0], str(status.limit.quota).encode()))
+        left.append((names[1], str(remaining(status)).encode()))
+        resets.append((names[2], duration(seconds_up(status.reset_after)).encode()))
+    return limits + left + resets
 
 
 def error_document(kind: str, message: str, family: str | None = None) -> tuple[int, Any]:

@@ -7,6 +7,7 @@ limit is back to its full quota.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -57,8 +58,12 @@ def epoch_seconds(now: float, after: float) -> int:
 
 def rfc3339(now: float, after: float) -> str:
     """The UTC time ``after`` seconds from ``now`` as RFC 3339, rounded up to the second."""
-    moment = datetime.fromtimestamp(epoch_seconds(now, after), UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(epoch_seconds(now, after))
+
+
+@functools.lru_cache(maxsize=512)  # resets repeat: many requests share a second
+def _rfc3339(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utilization(status: LimitStatus) -> str:
