@@ -245,6 +245,7 @@ def test_utilization_rounds_up_and_shows_debt() -> None:
         ({"name": "anthropic", "warning_at": 0}, "0"),
         ({"name": "anthropic", "warning_at": True}, "True"),
         ({"name": "anthropic", "overloaded_status": 500}, "500"),
+        ({"name": "openai", "ietf_headers": "yes"}, "'yes'"),
     ],
 )
 def test_bad_configuration_fails_at_construction_naming_the_value(
@@ -252,6 +253,44 @@ def test_bad_configuration_fails_at_construction_naming_the_value(
 ) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(named)):
         Dialect(**options)
+
+
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=4),
+    st.sampled_from(["openai", "anthropic", "ietf", "tokens", "5h", "7d", "requests"]),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.one_of(st.none(), st.text(max_size=6)), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"name": JUNK},
+        optional={
+            "ietf_headers": JUNK,
+            "families": JUNK,
+            "unified": JUNK,
+            "retry_within": JUNK,
+            "warning_at": JUNK,
+            "overloaded_status": JUNK,
+        },
+    )
+)
+def test_junk_configuration_raises_only_configuration_errors(options: dict[str, Any]) -> None:
+    try:
+        dialect = Dialect(**options)
+    except ConfigurationError:
+        return
+    assert dialect.name in ("ietf", "openai", "anthropic")
+    for limit in MAX.limits:  # a built dialect always answers
+        dialect.family(limit)
+        dialect.unified_window(limit)
 
 
 def test_a_mapping_naming_no_limit_of_any_plan_fails_at_construction(clock: FakeClock) -> None:
@@ -316,6 +355,9 @@ def test_a_route_speaks_its_own_dialect(clock: FakeClock) -> None:
     client = client_for(served, "ietf", routes=routes)
     provider = client.post("/v1/messages")
     ietf = client.post("/x")
+    kept = client_for(served, "openai", routes=[Route("/x", dialect="ietf")]).post("/x")
+    assert "ratelimit" in kept.headers
+    assert "x-ratelimit-remaining-requests" not in kept.headers
     assert provider.headers["x-ratelimit-remaining-requests"] == "59"
     assert "ratelimit" not in provider.headers
     assert ietf.headers["ratelimit"].startswith('"burst";r=58;')

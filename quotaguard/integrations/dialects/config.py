@@ -59,6 +59,12 @@ def _mapping(value: Mapping[str, str | None] | None) -> dict[str, str | None]:
     return dict(value)
 
 
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"ietf_headers must be True or False, got {value!r}")
+    return value
+
+
 def _retry_within(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigurationError(f"retry_within must be a number of seconds >= 0, got {value!r}")
@@ -89,7 +95,7 @@ class Dialect:
 
     name: str = attrs.field(converter=_name)
     """``"ietf"``, ``"openai"`` or ``"anthropic"``."""
-    ietf_headers: bool = attrs.field(default=False, kw_only=True)
+    ietf_headers: bool = attrs.field(default=False, converter=_flag, kw_only=True)
     """Send the IETF rate-limit headers alongside the provider's."""
     families: Mapping[str, str | None] = attrs.field(
         factory=dict, converter=_mapping, kw_only=True, hash=False
