@@ -24,6 +24,7 @@ from quotaguard import (
     Concurrency,
     ConfigurationError,
     Guard,
+    InvalidRequestError,
     MemoryBackend,
     Plan,
     RollingWindow,
@@ -31,6 +32,7 @@ from quotaguard import (
 )
 from quotaguard.core.decision import LimitStatus
 from quotaguard.integrations import APIKey, Dialect, QuotaMiddleware, Route, hash_key
+from quotaguard.integrations.dialects import DialectResponses
 from quotaguard.integrations.dialects.values import duration, rfc3339, utilization
 from quotaguard.integrations.fastapi import RateLimit, install
 from quotaguard.testing import FakeClock
@@ -301,6 +303,15 @@ def test_a_mapping_naming_no_limit_of_any_plan_fails_at_construction(clock: Fake
         Route("/x", dialect="gemini")
     with pytest.raises(ConfigurationError, match="'gemini'"):
         client_for(served, "gemini")
+
+
+def test_responses_refuse_the_ietf_dialect_and_admitted_decisions(clock: FakeClock) -> None:
+    with pytest.raises(ConfigurationError, match="IETF"):
+        DialectResponses(Dialect("ietf"))
+    _, inspect = guards(clock)
+    admitted = inspect.acquire(CUSTOMER, 1)
+    with pytest.raises(InvalidRequestError, match="'allowed'"):
+        DialectResponses(Dialect("openai")).refusal(admitted, "/x")
 
 
 def test_families_default_by_unit_and_are_overridable(clock: FakeClock) -> None:

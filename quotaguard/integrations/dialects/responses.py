@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from quotaguard.clock import Clock
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.decision import Decision, LimitStatus, Outcome
+from quotaguard.core.errors import ConfigurationError, InvalidRequestError
 from quotaguard.core.policy import Limit
 
 from .._types import RawHeaders
@@ -74,6 +75,11 @@ class DialectResponses:
         ietf: Callable[[Decision], RawHeaders] | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if dialect.name == "ietf":
+            raise ConfigurationError(
+                "DialectResponses speaks a provider's dialect; the IETF one is the "
+                "integrations' own (HeaderBuilder, problem_for)"
+            )
         self.dialect = dialect
         """The dialect spoken."""
         self.problems = problems or ProblemTypes()
@@ -142,7 +148,9 @@ class DialectResponses:
         """The refusal of a refused ``decision`` (``instance``: the request path)."""
         ietf = problem_for(decision, instance, self.problems)
         if ietf is None:
-            raise ValueError("refusal() needs a refused decision")
+            raise InvalidRequestError(
+                f"refusal() needs a refused decision, got outcome {decision.outcome.value!r}"
+            )
         message = str(ietf.document.get("detail", ""))
         outcome = decision.outcome
         if outcome is Outcome.REVOKED:
