@@ -8,7 +8,6 @@ classes and messages, ``with_raw_response`` headers, the SDKs' own retries.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,8 @@ from starlette.routing import Route as StarletteRoute
 
 from quotaguard import AsyncGuard, Guard, MemoryBackend, Plan, RollingWindow, TokenBucket
 from quotaguard.integrations import APIKey, QuotaMiddleware, Route, add_cost, hash_key
+from quotaguard.integrations.dialects.values import duration, rfc3339
+from quotaguard.integrations.usage import usage_document
 from quotaguard.testing import FakeClock
 
 from .conftest import serve
@@ -137,7 +138,7 @@ async def messages(request: Request) -> Response:
     return JSONResponse({**MESSAGE, "content": [{"type": "text", "text": "hello"}]})
 
 
-def make_app(guard: Any, dialect: str, **options: Any) -> QuotaMiddleware:
+def make_app(guard: Any, dialect: str, settled: bool = True, **options: Any) -> QuotaMiddleware:
     app = Starlette(
         routes=[
             StarletteRoute("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -145,8 +146,8 @@ def make_app(guard: Any, dialect: str, **options: Any) -> QuotaMiddleware:
         ]
     )
     rules = [
-        Route("/v1/chat/completions", cost=200, unit="tokens", reports_cost=True),
-        Route("/v1/messages", cost=200, unit="tokens", reports_cost=True),
+        Route("/v1/chat/completions", cost=200, unit="tokens", reports_cost=settled),
+        Route("/v1/messages", cost=200, unit="tokens", reports_cost=settled),
     ]
     return QuotaMiddleware(app, guard, identify=IDENTIFY, routes=rules, dialect=dialect, **options)
 
@@ -195,6 +196,7 @@ def ask(dialect: str, url: str, retries: int = 0) -> str:
         return str(message(client).content[0].text)
 
 
+FIELDS = ("limit", "remaining", "reset")
 BURST_SENTENCE = "Limit 'burst' has 0 requests remaining, 1 requested; retry after 10 seconds."
 REASON = "Terms of service §4: reselling access to other users' accounts"
 
@@ -230,31 +232,6 @@ def test_openai_permission_denied_carries_the_revocation_reason(clock: FakeClock
     assert "retry-after" not in caught.value.response.headers
     assert unknown.value.code == "invalid_api_key"
     assert "identifies a customer" in unknown.value.message
-
-
-def test_openai_raw_response_headers_match_usage(clock: FakeClock) -> None:
-    served, inspect = guards(clock)
-    with serve(make_app(served, "openai")) as url, openai_client(url) as client:
-        chat(client)
-        clock.advance(3)
-        raw = client.chat.completions.with_raw_response.create(
-            model="gpt-test", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert raw.parse().choices[0].message.content == "hello"
-    usage = inspect.usage(CUSTOMER)
-    burst, five_hour = usage.limit("burst"), usage.limit("five_hour")
-    headers = raw.headers
-    assert headers["x-ratelimit-limit-requests"] == "2"
-    assert headers["x-ratelimit-remaining-requests"] == str(burst.remaining) == "0"
-    assert headers["x-ratelimit-reset-requests"] == "17s"  # 16.999... s rounds up
-    assert headers["x-ratelimit-limit-tokens"] == "2000"
-    # the headers show the state at admission (200 reserved); settling charged 100
-    assert int(headers["x-ratelimit-remaining-tokens"]) == 2000 - 100 - 200
-    assert five_hour.remaining == 2000 - 200
-    assert headers["x-ratelimit-reset-tokens"] == "5h4m57s"  # 5 h + one 300 s bucket, - 3 s
-    assert math.ceil(five_hour.reset_after) == 5 * 3600 + 300 - 3
-    for secret in (KEY, CUSTOMER):
-        assert all(secret not in value for value in headers.values())
 
 
 def test_openai_streaming_keeps_working_and_settles(clock: FakeClock) -> None:
@@ -319,36 +296,6 @@ def test_anthropic_backend_down_is_overloaded(clock: FakeClock) -> None:
     assert "10.0.0.7" not in caught.value.message  # the backend's error text stays inside
 
 
-def test_anthropic_raw_response_headers_match_usage(clock: FakeClock) -> None:
-    served, inspect = guards(clock)
-    inspect.acquire(CUSTOMER, {"tokens": 1500})
-    with serve(make_app(served, "anthropic")) as url, anthropic_client(url) as client:
-        clock.advance(60)
-        raw = client.messages.with_raw_response.create(
-            model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        )
-    assert raw.parse().content[0].text == "hello"
-    usage = inspect.usage(CUSTOMER)
-    headers = raw.headers
-    assert headers["anthropic-ratelimit-requests-limit"] == "2"
-    assert headers["anthropic-ratelimit-requests-remaining"] == "1"
-    assert headers["anthropic-ratelimit-requests-reset"] == "2026-01-01T00:01:10Z"
-    # five_hour is the most restrictive token limit: 2000 - 1500 - 200 reserved
-    assert headers["anthropic-ratelimit-tokens-limit"] == "2000"
-    assert headers["anthropic-ratelimit-tokens-remaining"] == "300"
-    five_hour = usage.limit("five_hour")
-    reset = 1_767_225_600 + 60 + five_hour.reset_after
-    assert headers["anthropic-ratelimit-tokens-reset"] == time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset)
-    )
-    assert headers["anthropic-ratelimit-unified-5h-utilization"] == "0.85"
-    assert headers["anthropic-ratelimit-unified-5h-status"] == "allowed_warning"
-    assert headers["anthropic-ratelimit-unified-7d-utilization"] == "0.17"
-    assert headers["anthropic-ratelimit-unified-representative-claim"] == "five_hour"
-    assert headers["anthropic-ratelimit-unified-status"] == "allowed_warning"
-    assert headers["anthropic-ratelimit-unified-reset"] == str(int(reset))
-
-
 def test_anthropic_streaming_keeps_working_and_settles(clock: FakeClock) -> None:
     served, inspect = guards(clock)
     with (
@@ -363,6 +310,60 @@ def test_anthropic_streaming_keeps_working_and_settles(clock: FakeClock) -> None
     assert text == "".join(WORDS)
     assert headers["anthropic-ratelimit-tokens-remaining"] == "1800"
     assert inspect.usage(CUSTOMER).limit("weekly").used == len(WORDS) * OUTPUT_TOKENS
+
+
+# --- both SDKs -------------------------------------------------------------------------
+
+
+def raw_headers(dialect: str, url: str) -> Any:
+    """The headers of one ``with_raw_response`` call, after checking its body parses."""
+    if dialect == "openai":
+        with openai_client(url) as client:
+            raw: Any = client.chat.completions.with_raw_response.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert raw.parse().choices[0].message.content == "hello"
+            return raw.headers
+    with anthropic_client(url) as client:
+        raw = client.messages.with_raw_response.create(
+            model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.parse().content[0].text == "hello"
+        return raw.headers
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_raw_response_headers_match_usage(clock: FakeClock, dialect: str) -> None:
+    served, inspect = guards(clock)
+    inspect.acquire(CUSTOMER, {"tokens": 1500})
+    clock.advance(3)
+    with serve(make_app(served, dialect, settled=False)) as url:  # charged at admission
+        headers = raw_headers(dialect, url)
+    usage = {row["name"]: row for row in usage_document(inspect.usage(CUSTOMER))["limits"]}
+    now = clock.now()
+    # the most restrictive limit per family: burst for requests, five_hour for tokens
+    for family, name in (("requests", "burst"), ("tokens", "five_hour")):
+        row = usage[name]
+        if dialect == "openai":
+            shown = [headers[f"x-ratelimit-{field}-{family}"] for field in FIELDS]
+            reset = duration(row["reset_after_seconds"])
+        else:
+            shown = [headers[f"anthropic-ratelimit-{family}-{field}"] for field in FIELDS]
+            reset = rfc3339(now, row["reset_after_seconds"])
+        assert shown == [str(row["quota"]), str(row["remaining"]), reset]
+    assert usage["five_hour"]["remaining"] == 2000 - 1500 - 200
+    if dialect == "anthropic":
+        for window, name in (("5h", "five_hour"), ("7d", "weekly")):
+            row = usage[name]
+            assert float(headers[f"anthropic-ratelimit-unified-{window}-utilization"]) == (
+                row["used"] / row["quota"]
+            )
+            reset = int(now) + row["reset_after_seconds"]
+            assert headers[f"anthropic-ratelimit-unified-{window}-reset"] == str(reset)
+        assert headers["anthropic-ratelimit-unified-representative-claim"] == "five_hour"
+        assert headers["anthropic-ratelimit-unified-status"] == "allowed_warning"  # 0.85
+    for secret in (KEY, CUSTOMER):
+        assert all(secret not in value for value in headers.values())
 
 
 # --- the SDKs' own retries ----------------------------------------------------------------
