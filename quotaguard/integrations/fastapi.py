@@ -32,7 +32,7 @@ from quotaguard.core.policy import Cost
 from quotaguard.guard import AsyncGuard, Guard
 
 from .asgi import SCOPE_KEY, RequestQuota, _identifier, as_async_guard
-from .dialects import Dialect, DialectResponses, dialect_of
+from .dialects import Dialect, responses_for
 from .headers import HeaderBuilder, HeaderOptions
 from .identify import Identifier, Identity
 from .problem import Problem, ProblemTypes, customer_required, problem_for
@@ -110,13 +110,8 @@ class RateLimit:
         )
         self.problems = problems or ProblemTypes()
         self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
-        spoken = dialect_of(dialect)
-        self._dialect = (
-            None
-            if spoken.name == "ietf"
-            else DialectResponses(
-                spoken, problems=self.problems, ietf=self._headers, clock=self.guard.clock
-            )
+        self._dialect = responses_for(
+            dialect, problems=self.problems, ietf=self._headers, clock=self.guard.clock
         )
 
     async def _identity(self, request: Request) -> Identity | None:

@@ -8,6 +8,13 @@ usual errors with quotaguard's sentence and can read the limits from the headers
 """
 
 from .config import Dialect, dialect_of
-from .responses import JSON_CONTENT_TYPE, DialectResponses, responses_by_route
+from .responses import JSON_CONTENT_TYPE, DialectResponses, responses_by_route, responses_for
 
-__all__ = ["JSON_CONTENT_TYPE", "Dialect", "DialectResponses", "dialect_of", "responses_by_route"]
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "Dialect",
+    "DialectResponses",
+    "dialect_of",
+    "responses_by_route",
+    "responses_for",
+]

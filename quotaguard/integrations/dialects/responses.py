@@ -24,13 +24,13 @@ from .._types import RawHeaders
 from ..headers import retry_after_seconds
 from ..problem import Problem, ProblemTypes, customer_required, problem_for
 from . import anthropic_wire, openai_wire
-from .config import Dialect
+from .config import Dialect, dialect_of
 from .values import most_restrictive, most_used
 
 if TYPE_CHECKING:
     from ..routes import Route
 
-__all__ = ["JSON_CONTENT_TYPE", "DialectResponses", "responses_by_route"]
+__all__ = ["JSON_CONTENT_TYPE", "DialectResponses", "responses_by_route", "responses_for"]
 
 JSON_CONTENT_TYPE = "application/json"
 """The media type of the providers' error bodies."""
@@ -178,6 +178,20 @@ class DialectResponses:
         return self._problem("unidentified", message, None, list(ietf.headers))
 
 
+def responses_for(
+    dialect: Dialect | str,
+    *,
+    problems: ProblemTypes | None = None,
+    ietf: Callable[[Decision], RawHeaders] | None = None,
+    clock: Clock | None = None,
+) -> DialectResponses | None:
+    """The responses of ``dialect`` (a name or a `Dialect`); None for the IETF dialect."""
+    spoken = dialect_of(dialect)
+    if spoken.name == "ietf":
+        return None
+    return DialectResponses(spoken, problems=problems, ietf=ietf, clock=clock)
+
+
 def responses_by_route(
     routes: Iterable[Route],
     dialect: Dialect,
@@ -196,7 +210,8 @@ def responses_by_route(
     found: dict[int, DialectResponses] = {}
     for route in routes:
         spoken = route.dialect or dialect
-        if spoken.name != "ietf":
+        responses = responses_for(spoken, problems=problems, ietf=ietf, clock=clock)
+        if responses is not None:
             spoken.check_limits(names)
-            found[id(route)] = DialectResponses(spoken, problems=problems, ietf=ietf, clock=clock)
+            found[id(route)] = responses
     return found
