@@ -31,7 +31,14 @@ from quotaguard import (
     TokenBucket,
 )
 from quotaguard.core.decision import LimitStatus
-from quotaguard.integrations import APIKey, Dialect, QuotaMiddleware, Route, hash_key
+from quotaguard.integrations import (
+    APIKey,
+    Dialect,
+    HeaderOptions,
+    QuotaMiddleware,
+    Route,
+    hash_key,
+)
 from quotaguard.integrations.dialects import DialectResponses
 from quotaguard.integrations.dialects.values import duration, rfc3339, utilization
 from quotaguard.integrations.fastapi import RateLimit, install
@@ -382,6 +389,15 @@ def test_the_ietf_pair_can_be_sent_alongside(clock: FakeClock) -> None:
     assert response.headers["x-ratelimit-remaining-requests"] == "59"
     assert response.headers["ratelimit"].startswith('"burst";r=59;t=1')
     assert "ratelimit-policy" in response.headers
+    legacy = client_for(
+        served,
+        Dialect("openai", ietf_headers=True),
+        routes=[],
+        headers=HeaderOptions(draft=False, legacy=True),
+    ).post("/x")
+    assert legacy.headers["x-ratelimit-remaining"] == "58"
+    assert legacy.headers["x-ratelimit-remaining-requests"] == "58"
+    assert "ratelimit" not in legacy.headers
 
 
 def test_shadow_mode_serves_with_the_real_state_and_no_retry_after(clock: FakeClock) -> None:
