@@ -437,6 +437,9 @@ def test_a_cost_that_can_never_fit_is_not_retried(clock: FakeClock, dialect: str
     assert "can never be admitted" in error["message"]
     if dialect == "openai":
         assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
+    else:  # the window's own reset, not "never"
+        assert unified(response)["5h-status"] == "rejected"
+        assert unified(response)["5h-reset"] == str(T0)  # nothing used: already full
 
 
 def test_nothing_about_the_customer_or_their_key_leaks(clock: FakeClock) -> None:

@@ -22,13 +22,15 @@ Unix seconds::
 
 A window's status is ``rejected`` while it refuses, ``allowed_warning`` from the
 dialect's ``warning_at`` utilisation, else ``allowed``; its reset is when it admits again
-(refusing) or when its usage has rolled off entirely (admitting). The representative
+(refusing) or when its usage has rolled off entirely (admitting, or refusing a cost that
+can never fit). The representative
 claim is the refusing window with the longest wait, else the most used one; the unified
 status and reset are that window's.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,7 +90,9 @@ def window_status(status: LimitStatus, warning_at: float) -> str:
 
 
 def _reset(status: LimitStatus, now: float) -> int:
-    return epoch_seconds(now, status.reset_after if status.allowed else status.retry_after)
+    # a cost that can never fit (retry_after is inf) is shown the window's own reset
+    wait = status.retry_after
+    return epoch_seconds(now, status.reset_after if status.allowed or wait == math.inf else wait)
 
 
 def unified_headers(
