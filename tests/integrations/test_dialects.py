@@ -254,6 +254,7 @@ def test_utilization_rounds_up_and_shows_debt() -> None:
         ({"name": "anthropic", "warning_at": 0}, "0"),
         ({"name": "anthropic", "warning_at": True}, "True"),
         ({"name": "anthropic", "overloaded_status": 500}, "500"),
+        ({"name": "anthropic", "overloaded_status": 529.0}, "529.0"),
         ({"name": "openai", "ietf_headers": "yes"}, "'yes'"),
     ],
 )

@@ -140,7 +140,7 @@ class Dialect:
 
     @overloaded_status.validator
     def _check_overloaded(self, _: Any, value: int) -> None:
-        if value not in (503, 529):
+        if value.__class__ is not int or value not in (503, 529):
             raise ConfigurationError(f"overloaded_status must be 503 or 529, got {value!r}")
 
     def family(self, limit: Limit) -> str | None:
