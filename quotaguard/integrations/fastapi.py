@@ -111,7 +111,11 @@ class RateLimit:
         self.problems = problems or ProblemTypes()
         self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
         self._dialect = responses_for(
-            dialect, problems=self.problems, ietf=self._headers, clock=self.guard.clock
+            dialect,
+            self.guard.catalogue,
+            problems=self.problems,
+            ietf=self._headers,
+            clock=self.guard.clock,
         )
 
     async def _identity(self, request: Request) -> Identity | None:

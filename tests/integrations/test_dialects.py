@@ -307,6 +307,8 @@ def test_a_mapping_naming_no_limit_of_any_plan_fails_at_construction(clock: Fake
     served, _ = guards(clock)
     with pytest.raises(ConfigurationError, match="'wekly'"):
         client_for(served, Dialect("anthropic", unified={"wekly": "7d"}))
+    with pytest.raises(ConfigurationError, match="'wekly'"):
+        RateLimit(served, dialect=Dialect("openai", families={"wekly": "tokens"}))
     with pytest.raises(ConfigurationError, match="'gemini'"):
         Route("/x", dialect="gemini")
     with pytest.raises(ConfigurationError, match="'gemini'"):

@@ -180,15 +180,24 @@ class DialectResponses:
 
 def responses_for(
     dialect: Dialect | str,
+    catalogue: PlanCatalogue | None = None,
     *,
     problems: ProblemTypes | None = None,
     ietf: Callable[[Decision], RawHeaders] | None = None,
     clock: Clock | None = None,
 ) -> DialectResponses | None:
-    """The responses of ``dialect`` (a name or a `Dialect`); None for the IETF dialect."""
+    """The responses of ``dialect`` (a name or a `Dialect`); None for the IETF dialect.
+
+    Fails with `ConfigurationError` when the dialect maps a limit that no plan of
+    ``catalogue`` has.
+    """
     spoken = dialect_of(dialect)
     if spoken.name == "ietf":
         return None
+    if catalogue is not None:
+        spoken.check_limits(
+            {limit.name for plan in catalogue.plans.values() for limit in plan.limits}
+        )
     return DialectResponses(spoken, problems=problems, ietf=ietf, clock=clock)
 
 
@@ -206,12 +215,10 @@ def responses_by_route(
     A route speaks its own dialect, else ``dialect``; IETF routes are left out. Fails
     with `ConfigurationError` when a dialect maps a limit no plan of ``catalogue`` has.
     """
-    names = {limit.name for plan in catalogue.plans.values() for limit in plan.limits}
     found: dict[int, DialectResponses] = {}
     for route in routes:
         spoken = route.dialect or dialect
-        responses = responses_for(spoken, problems=problems, ietf=ietf, clock=clock)
+        responses = responses_for(spoken, catalogue, problems=problems, ietf=ietf, clock=clock)
         if responses is not None:
-            spoken.check_limits(names)
             found[id(route)] = responses
     return found
