@@ -12,6 +12,7 @@ from quotaguard.integrations.asgi import (
     request_quota,
 )
 from quotaguard.integrations.decorators import limit
+from quotaguard.integrations.dialects import Dialect
 from quotaguard.integrations.headers import HeaderOptions, rate_limit_headers
 from quotaguard.integrations.identify import (
     APIKey,
@@ -30,6 +31,7 @@ __all__ = [
     "APIKey",
     "BearerClaim",
     "ClientIP",
+    "Dialect",
     "FirstOf",
     "HeaderOptions",
     "Identifier",

@@ -28,6 +28,7 @@ from quotaguard.guard import AsyncGuard, Guard
 from quotaguard.lease import AsyncLease
 
 from ._types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+from .dialects import Dialect, dialect_of, responses_by_route
 from .headers import HeaderBuilder, HeaderOptions
 from .identify import APIKey, FirstOf, Identifier, Identity
 from .problem import Problem, ProblemTypes, customer_required, problem_for
@@ -138,6 +139,8 @@ class QuotaMiddleware:
     ``anonymous``: the plan (or `Identity`) for unidentified requests; None answers 401.
     ``routes``: `Route` rules (cost, scope, exemption, settling). ``headers`` and
     ``problems`` configure the response headers and the problem ``type`` URIs.
+    ``dialect``: ``"ietf"`` (default), ``"openai"`` or ``"anthropic"`` (or a `Dialect`),
+    the wire format of every response quotaguard writes; a `Route` may override it.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class QuotaMiddleware:
         headers: HeaderOptions | None = None,
         problems: ProblemTypes | None = None,
         challenge: str = 'Bearer realm="api"',
+        dialect: Dialect | str = "ietf",
     ) -> None:
         self.app = app
         self.guard = as_async_guard(guard)
@@ -178,6 +182,15 @@ class QuotaMiddleware:
             reserve = route.deferred or self._hold
             inline = self._inline and cost.__class__ is int and cost >= 0 and route.scope is None
             self._how[id(route)] = (cost, reserve, inline)
+        # per route (by id) that speaks a provider's dialect: its responses
+        self._dialects = responses_by_route(
+            (*self.routes.rules, self.routes.default),
+            dialect_of(dialect),
+            self.guard.catalogue,
+            problems=self.problems,
+            ietf=self._headers,
+            clock=self.guard.clock,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -195,6 +208,10 @@ class QuotaMiddleware:
             identity = self.anonymous
             if identity is None:
                 problem = customer_required(scope["path"], self.problems, self.challenge)
+                if id(route) in self._dialects:
+                    problem = self._dialects[id(route)].customer_required(
+                        scope["path"], self.challenge
+                    )
                 await _refuse(problem, [], send)
                 return
         cost, reserve, inline = self._how[id(route)]
@@ -216,8 +233,15 @@ class QuotaMiddleware:
                     identity.customer, cost, scope=route.scope, plan=identity.plan
                 )
             decision = decided
-        extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
+        dialect = self._dialects.get(id(route))
+        if dialect is not None:
+            extra = dialect.headers(decision)
+        else:
+            extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
         if not decision.allowed:
+            if dialect is not None:
+                await _refuse(dialect.refusal(decision, scope["path"]), extra, send)
+                return
             await _refuse(problem_for(decision, scope["path"], self.problems), extra, send)  # type: ignore[arg-type]
             return
         quota = scope[SCOPE_KEY] = RequestQuota(identity, decision, lease, route)

@@ -32,9 +32,10 @@ from quotaguard.core.policy import Cost
 from quotaguard.guard import AsyncGuard, Guard
 
 from .asgi import SCOPE_KEY, RequestQuota, _identifier, as_async_guard
+from .dialects import Dialect, responses_for
 from .headers import HeaderBuilder, HeaderOptions
 from .identify import Identifier, Identity
-from .problem import PROBLEM_CONTENT_TYPE, Problem, ProblemTypes, customer_required, problem_for
+from .problem import Problem, ProblemTypes, customer_required, problem_for
 from .usage import usage_document
 
 __all__ = [
@@ -66,7 +67,7 @@ async def quota_exception_handler(request: Request, exc: Exception) -> Response:
         exc.problem.body,
         status_code=exc.status_code,
         headers=exc.headers,
-        media_type=PROBLEM_CONTENT_TYPE,
+        media_type=exc.problem.content_type,
     )
 
 
@@ -82,7 +83,8 @@ class RateLimit:
     `Decision`. ``cost`` is a number of ``unit`` (default "requests"; None charges it
     to every limit), a per-unit mapping, or a callable given the `Request`.
     Identification works as for the middleware; when the middleware has already
-    identified the request, that identity is reused.
+    identified the request, that identity is reused. ``dialect`` (``"ietf"``,
+    ``"openai"``, ``"anthropic"`` or a `Dialect`) shapes the headers and refusals.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class RateLimit:
         anonymous: Identity | str | None = None,
         headers: HeaderOptions | None = None,
         problems: ProblemTypes | None = None,
+        dialect: Dialect | str = "ietf",
     ) -> None:
         self.guard = as_async_guard(guard)
         self.cost = cost
@@ -107,6 +110,13 @@ class RateLimit:
         )
         self.problems = problems or ProblemTypes()
         self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
+        self._dialect = responses_for(
+            dialect,
+            self.guard.catalogue,
+            problems=self.problems,
+            ietf=self._headers,
+            clock=self.guard.clock,
+        )
 
     async def _identity(self, request: Request) -> Identity | None:
         quota = request.scope.get(SCOPE_KEY)
@@ -121,6 +131,8 @@ class RateLimit:
         """Decide the request; raise `QuotaHTTPException` when it is refused."""
         identity = await self._identity(request)
         if identity is None:
+            if self._dialect is not None:
+                raise QuotaHTTPException(self._dialect.customer_required(request.url.path))
             raise QuotaHTTPException(customer_required(request.url.path, self.problems))
         cost = self.cost(request) if callable(self.cost) else self.cost
         if self.unit is not None and isinstance(cost, int | float):
@@ -128,8 +140,14 @@ class RateLimit:
         decision = await self.guard.acquire(
             identity.customer, cost, scope=self.scope, plan=identity.plan
         )
-        extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
-        problem = problem_for(decision, request.url.path, self.problems)
+        if self._dialect is not None:
+            extra = self._dialect.headers(decision)
+            problem = (
+                None if decision.allowed else self._dialect.refusal(decision, request.url.path)
+            )
+        else:
+            extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
+            problem = problem_for(decision, request.url.path, self.problems)
         if problem is not None:
             raise QuotaHTTPException(problem, extra)
         for name, value in extra:

@@ -67,6 +67,8 @@ class Problem:
     """The problem document, UTF-8 JSON."""
     headers: tuple[tuple[bytes, bytes], ...]
     """Header lines besides Content-Type and Content-Length (lower-case names)."""
+    content_type: str = PROBLEM_CONTENT_TYPE
+    """The body's media type (a provider dialect's bodies are plain JSON)."""
 
     @property
     def document(self) -> dict[str, Any]:
@@ -77,7 +79,7 @@ class Problem:
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """Every header line to send, Content-Type and Content-Length included."""
         return [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-type", self.content_type.encode()),
             (b"content-length", str(len(self.body)).encode()),
             *self.headers,
         ]

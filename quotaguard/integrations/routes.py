@@ -18,6 +18,7 @@ from quotaguard.core.errors import ConfigurationError
 from quotaguard.core.policy import Cost
 
 from ._types import RawHeaders, Scope
+from .dialects.config import Dialect, dialect_of
 
 __all__ = ["CostFunction", "Route", "Routes", "SettleCallback", "exempt"]
 
@@ -35,6 +36,10 @@ def _methods(value: Iterable[str] | str | None) -> frozenset[str] | None:
     if isinstance(value, str):
         value = [value]
     return frozenset(method.upper() for method in value)
+
+
+def _dialect(value: Dialect | str | None) -> Dialect | None:
+    return None if value is None else dialect_of(value)
 
 
 def _cost(value: Cost | CostFunction) -> Cost | CostFunction:
@@ -59,6 +64,8 @@ class Route:
     reserved up front, and the actual cost comes from the response header
     ``settle_header``, from ``settle(scope, status, headers)``, or from the endpoint
     itself (``reports_cost=True``, then call `quotaguard.integrations.asgi.report_cost`).
+    ``dialect`` (``"openai"``, ``"anthropic"``, a `Dialect`) overrides the middleware's
+    wire dialect for these requests.
     ``exempt=True`` skips limiting entirely (health checks, ``/metrics``): no decision
     and no headers.
     """
@@ -81,6 +88,8 @@ class Route:
     """A callback returning the actual cost once the body is complete."""
     reports_cost: bool = False
     """The endpoint reports the actual cost itself (`report_cost`)."""
+    dialect: Dialect | None = attrs.field(default=None, converter=_dialect)
+    """The wire dialect of these requests; None for the middleware's."""
     settle_header_name: bytes | None = attrs.field(init=False, repr=False, eq=False)
     """``settle_header`` as lower-case bytes."""
     fixed_cost: Cost | None = attrs.field(init=False, repr=False, eq=False)
