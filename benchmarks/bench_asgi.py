@@ -66,7 +66,7 @@ def bare() -> App:
 
 def quotaguard_middleware() -> App:
     guard = AsyncGuard([PLAN], default_plan="pro")
-    return QuotaMiddleware(bare(), guard, identify=APIKey())
+    return QuotaMiddleware(bare(), guard, identify=APIKey(accept_any_key=True))
 
 
 def slowapi_decorator(limits: str) -> App:

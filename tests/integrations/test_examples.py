@@ -79,11 +79,11 @@ def test_starlette_example() -> None:
     with serve(example.create_app()) as url, httpx.Client(base_url=url) as client:
         anonymous = [client.get("/").status_code for _ in range(6)]
         assert anonymous == [200] * 5 + [429]
-        home = client.get("/", headers={"x-api-key": "key-1"})
+        home = client.get("/", headers={"x-api-key": "sk-basic-demo"})
         assert home.json() == {"hello": "world", "plan": "basic"}
         assert home.headers["x-ratelimit-limit"]
-        search = client.get("/search", headers={"x-api-key": "key-1"})
+        search = client.get("/search", headers={"x-api-key": "sk-basic-demo"})
         assert search.status_code == 200
-        usage = client.get("/usage", headers={"x-api-key": "key-1"}).json()
+        usage = client.get("/usage", headers={"x-api-key": "sk-basic-demo"}).json()
         assert {item["name"]: item["used"] for item in usage["limits"]}["daily"] == 6
         assert client.get("/healthz").text == "ok"
