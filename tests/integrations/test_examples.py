@@ -49,6 +49,9 @@ def test_llm_api_example() -> None:
         assert chat.status_code == 200
         assert chat.text.endswith("data: [DONE]\n\n")
         assert '"five_hour";q=500000;w=18000;qg-unit="tokens"' in chat.headers["ratelimit-policy"]
+        # the reservation is the body's max_tokens (3), the body reached the app intact
+        assert '"weekly";r=4999997;' in chat.headers["ratelimit"]
+        assert chat.text.count('"token": "hello"') == 2
         usage = client.get("/usage", headers={"x-api-key": "sk-pro-demo"}).json()
         assert usage["plan"] == "pro"
         assert {item["name"]: item["used"] for item in usage["limits"]}["weekly"] == 5
