@@ -117,6 +117,7 @@ class APIKey:
     """The longest header value (in bytes) that is hashed; longer ones identify no one."""
     _name: bytes = attrs.field(init=False, repr=False)
     _scheme: bytes | None = attrs.field(init=False, repr=False)
+    _keyed: Any = attrs.field(init=False, repr=False, eq=False)  # BLAKE2b, key absorbed
 
     @secret.validator
     def _check_secret(self, _: attrs.Attribute[bytes], value: bytes) -> None:
@@ -128,6 +129,10 @@ class APIKey:
         if self.header is not None:
             return _header_name(self.header)
         return b"authorization" if self.scheme is not None else b"x-api-key"
+
+    @_keyed.default
+    def _default_keyed(self) -> Any:
+        return hashlib.blake2b(digest_size=16, key=self.secret)
 
     @_scheme.default
     def _default_scheme(self) -> bytes | None:
@@ -171,7 +176,9 @@ class APIKey:
         raw = raw.strip()
         if not raw:
             return None
-        digest = hashlib.blake2b(raw, digest_size=16, key=self.secret).hexdigest()
+        hasher = self._keyed.copy()  # = hash_key(raw, secret), without rekeying each time
+        hasher.update(raw)
+        digest = hasher.hexdigest()
         lookup = self.lookup
         if lookup is None:
             return Identity(self.prefix + digest)

@@ -82,6 +82,8 @@ def test_starlette_example() -> None:
     with serve(example.create_app()) as url, httpx.Client(base_url=url) as client:
         anonymous = [client.get("/").status_code for _ in range(6)]
         assert anonymous == [200] * 5 + [429]
+        made_up = client.get("/", headers={"x-api-key": "made-up"})  # no customer: per IP
+        assert made_up.status_code == 429
         home = client.get("/", headers={"x-api-key": "sk-basic-demo"})
         assert home.json() == {"hello": "world", "plan": "basic"}
         assert home.headers["x-ratelimit-limit"]

@@ -117,8 +117,9 @@ def guards() -> tuple[AsyncGuard, Guard, FakeClock]:
 
 
 def test_a_lookup_naming_an_unknown_plan_is_a_403_logged_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("quotaguard.integrations._refusals._LOGGED", set())
     served, inspect, _ = guards()
     caplog.set_level(logging.WARNING, logger="quotaguard")
     with serve(app_for(served)) as url, httpx.Client(base_url=url, headers=ENTERPRISE) as client:
@@ -287,8 +288,10 @@ def test_a_client_gone_while_sending_its_body_is_not_decided() -> None:
 
 @pytest.mark.parametrize("reported", ["nan", "inf", "-inf", "-5", "1e400", "abc", ""])
 def test_an_invalid_reported_cost_settles_at_the_estimate_and_frees_the_slot(
-    reported: str,
+    reported: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("quotaguard.integrations._refusals._LOGGED", set())
+    caplog.set_level(logging.WARNING, logger="quotaguard")
     served, inspect, _ = guards()
     with serve(app_for(served)) as url, httpx.Client(base_url=url, headers=PRO) as client:
         first = client.get("/settled", params={"report": reported})
@@ -296,8 +299,45 @@ def test_an_invalid_reported_cost_settles_at_the_estimate_and_frees_the_slot(
         assert first.status_code == 200
         assert usage.limit("streams").used == 0  # the slot is free at once
         assert usage.limit("weekly").used == 2000  # the estimate
+        assert client.get("/settled", params={"report": reported}).status_code == 200
         assert client.get("/settled", params={"report": "12"}).status_code == 200
-    assert inspect.usage("acme").limit("weekly").used == 2012
+    assert inspect.usage("acme").limit("weekly").used == 2 * 2000 + 12
+    if reported not in ("abc", ""):  # numbers the guard refuses: logged once
+        assert caplog.text.count("is not a finite number >= 0") == 1
+
+
+def test_the_dependency_without_identify_uses_only_the_middlewares_identity() -> None:
+    served = AsyncGuard([Plan("pro", [TokenBucket("burst", 100, "1/second")])], default_plan="pro")
+    api = FastAPI()
+    install(api)
+
+    @api.get("/items", dependencies=[Depends(RateLimit(served))])
+    async def items() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    guarded = QuotaMiddleware(api, served, identify=APIKey(lookup=CUSTOMERS.get))
+    with serve(guarded) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/items", headers=PRO).status_code == 200
+        assert client.get("/items", headers={"x-api-key": "sk-nobody"}).status_code == 401
+    with serve(api) as url, httpx.Client(base_url=url) as client:
+        alone = client.get("/items", headers=PRO)
+    assert alone.status_code == 401  # no middleware, no identify: nobody is identified
+
+
+def test_the_fastapi_extra_is_the_guides_one_install_step() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert {requirement.split(">")[0] for requirement in extras["fastapi"]} == {
+        "fastapi",
+        "uvicorn",
+    }
+    for document in ("docs/howto.md", "docs/integrations.md", "README.md"):
+        assert "pip install 'quotaguard[fastapi]'" in (root / document).read_text(), document
 
 
 def test_a_full_concurrency_limit_asks_for_a_short_retry() -> None:
