@@ -131,6 +131,7 @@ def _encode(document: dict[str, Any]) -> bytes:
 
 
 _NO_STORE = (b"cache-control", b"no-store")
+_Lines = tuple[tuple[bytes, bytes], ...]
 
 
 def _quota_exceeded(
@@ -210,40 +211,37 @@ def problem_for(
     return _quota_exceeded(decision, instance, types, concurrency_hint)
 
 
-def temporarily_unavailable(instance: str, types: ProblemTypes | None = None) -> Problem:
-    """The 503 refusal while the rate-limit backend is down (fail-closed, or ``/usage``)."""
+def _plain(
+    status: int, kind: str, title: str, detail: str, instance: str, headers: _Lines
+) -> Problem:
     document = {
-        "type": (types or ProblemTypes()).temporarily_unavailable,
-        "title": "Temporarily unavailable",
-        "status": 503,
-        "detail": "The rate-limit service is unavailable; retry in 1 second.",
+        "type": kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
         "instance": instance,
     }
-    return Problem(503, _encode(document), ((b"retry-after", b"1"), _NO_STORE))
+    return Problem(status, _encode(document), headers)
+
+
+def temporarily_unavailable(instance: str, types: ProblemTypes | None = None) -> Problem:
+    """The 503 refusal while the rate-limit backend is down (fail-closed, or ``/usage``)."""
+    detail = "The rate-limit service is unavailable; retry in 1 second."
+    kind = (types or ProblemTypes()).temporarily_unavailable
+    headers = ((b"retry-after", b"1"), _NO_STORE)
+    return _plain(503, kind, "Temporarily unavailable", detail, instance, headers)
 
 
 def plan_unavailable(instance: str, types: ProblemTypes | None = None) -> Problem:
     """The 403 refusal for a caller whose identity names a plan the catalogue lacks."""
-    document = {
-        "type": (types or ProblemTypes()).plan_unavailable,
-        "title": "Plan unavailable",
-        "status": 403,
-        "detail": "The plan your credential names is not offered by this service.",
-        "instance": instance,
-    }
-    return Problem(403, _encode(document), (_NO_STORE,))
+    detail = "The plan your credential names is not offered by this service."
+    kind = (types or ProblemTypes()).plan_unavailable
+    return _plain(403, kind, "Plan unavailable", detail, instance, (_NO_STORE,))
 
 
 def bad_request(instance: str, detail: str) -> Problem:
     """A 400 ``about:blank`` problem: the request cannot be decided (``detail`` says why)."""
-    document = {
-        "type": "about:blank",
-        "title": "Bad Request",
-        "status": 400,
-        "detail": detail,
-        "instance": instance,
-    }
-    return Problem(400, _encode(document), (_NO_STORE,))
+    return _plain(400, "about:blank", "Bad Request", detail, instance, (_NO_STORE,))
 
 
 def customer_required(
