@@ -285,7 +285,11 @@ async def _read_body(
     None when the client disconnected first. The messages read are kept to be replayed.
     """
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if (
+        declared is not None
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > limit)
+    ):
         return None, []  # too large: leave it for the app, unread
     messages: list[Message] = []
     chunks: list[bytes] = []

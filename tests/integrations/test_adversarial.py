@@ -275,7 +275,10 @@ HEADER_NAMES = [
     b"host",
 ]
 junk_bytes = st.binary(max_size=40) | st.sampled_from(
-    [KEY.encode(), b"Bearer " + KEY.encode(), b"nan", b"inf", b"-5", b"1e400", b"12", b"1.5"]
+    [
+        *(KEY.encode(), b"Bearer " + KEY.encode(), b"nan", b"inf", b"-5", b"1e400", b"12"),
+        *(b"1.5", b"9" * 5000, b"1.2.3.4:80", b"[2001:db8::1]:80", b"\xff" * 300),
+    ]
 )
 bodies = st.sampled_from(
     [b"", b"{}", b'{"max_tokens": 50}', b'{"max_tokens": -1}', b'{"max_tokens": 1e999}']
@@ -397,7 +400,7 @@ def exchange(port: int, request: bytes, read: bool = True) -> bytes:
 
 
 def raw_request(rng: random.Random) -> bytes:
-    method = rng.choice([b"GET", b"POST", b"PUT", b"FOO", b"get", b"DELETE"])
+    method = rng.choice([b"GET", b"POST", b"PUT", b"FOO", b"get", b"DELETE", b"HEAD"])
     path = rng.choice([b"/v1/chat", b"/usage", b"/v1/a%20b", b"/%ff%fe", b"/v1/bench/1", b"/"])
     path += bytes(rng.choice(b"abc%/?=&;:@") for _ in range(rng.randrange(6)))
     lines = [method + b" " + path + b" HTTP/1.1", b"host: x", b"connection: close"]
@@ -414,11 +417,14 @@ def raw_request(rng: random.Random) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def test_raw_requests_get_no_500_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_raw_requests_get_no_500_and_no_traceback(
+    parser: str, caplog: pytest.LogCaptureFixture
+) -> None:
     app, inspect = served_app()
     rng = random.Random(11)
     caplog.set_level(logging.WARNING)
-    with serve(app) as url:
+    with serve(app, http=parser) as url:
         port = int(url.rsplit(":", 1)[1])
         answers = [exchange(port, raw_request(rng)) for _ in range(150)]
         wait_for(lambda: streams_in_use(inspect) == 0)

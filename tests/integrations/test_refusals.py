@@ -409,3 +409,29 @@ def test_one_second_is_singular() -> None:
         assert client.get("/x").status_code == 200
         refused = client.get("/x")
     assert refused.json()["detail"].endswith("; retry after 1 second.")
+
+
+def test_an_absurd_content_length_is_just_too_large() -> None:
+    served, inspect, _ = guards()
+    app = app_for(served)
+    sent: list[dict[str, Any]] = []
+    body = [{"type": "http.request", "body": b'{"max_tokens": 3}', "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return body.pop(0) if body else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat",
+        "raw_path": b"/v1/chat",
+        "query_string": b"",
+        "headers": [(b"x-api-key", b"sk-pro"), (b"content-length", b"9" * 5000)],
+        "client": ("127.0.0.1", 1),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 200
+    assert inspect.usage("acme").limit("weekly").used == 1000  # the default, unread
