@@ -137,7 +137,10 @@ def _identifier(identify: Identifier | Sequence[Identifier] | None) -> Identifie
 
 def _challenge(identify: Identifier, challenge: str | None) -> str:
     """The ``WWW-Authenticate`` value of a 401: given, else from the identifiers."""
-    return challenge or challenge_for(identify) or 'Bearer realm="api"'
+    value = challenge or challenge_for(identify) or 'Bearer realm="api"'
+    if not value.isprintable() or not value.isascii():
+        raise ConfigurationError(f"a WWW-Authenticate challenge must be printable ASCII: {value!r}")
+    return value
 
 
 def check_plans(guard: GuardBase, identify: Identifier, anonymous: Identity | None) -> None:

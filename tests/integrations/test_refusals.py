@@ -167,6 +167,8 @@ def test_plans_named_up_front_are_checked_at_construction() -> None:
         RateLimit(served, ClientIP(plan="enterprise"))
     with pytest.raises(ConfigurationError, match="scope"):
         Route("/x", scope="not a scope!")
+    with pytest.raises(ConfigurationError, match="challenge"):
+        app_for(served, challenge='Bearer realm="café"\r\n')
 
 
 def test_usage_answers_problems_never_500() -> None:
