@@ -139,6 +139,11 @@ class APIKey:
         return None if self.scheme is None else self.scheme.lower().encode("ascii") + b" "
 
     def __attrs_post_init__(self) -> None:
+        if self.lookup is not None and not callable(self.lookup):
+            raise ConfigurationError(
+                f"APIKey lookup must be a callable (hash -> customer), got {self.lookup!r}; "
+                "the header name is the header= argument"
+            )
         if self.lookup is None and not self.accept_any_key:
             raise ConfigurationError(
                 "APIKey needs lookup= (a function from a key's hash to a customer): without "

@@ -53,6 +53,8 @@ def test_an_api_key_without_lookup_is_an_explicit_loud_choice(
 ) -> None:
     with pytest.raises(ConfigurationError, match="accept_any_key=True"):
         APIKey()
+    with pytest.raises(ConfigurationError, match="header="):
+        APIKey("x-api-key")  # type: ignore[arg-type]  # the header used to come first
     with pytest.raises(ConfigurationError, match="not both"):
         APIKey(lambda digest: None, accept_any_key=True)
     with caplog.at_level(logging.WARNING, logger="quotaguard"):
