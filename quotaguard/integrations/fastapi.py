@@ -171,6 +171,7 @@ def usage_router(
     """
     async_guard = as_async_guard(guard)
     identifier = _identifier(identify)
+    check_plans(async_guard, identifier, None)
     types = problems or ProblemTypes()
     challenge = _challenge(identifier, None)
     router = APIRouter()

@@ -86,10 +86,11 @@ class UsageEndpoint:
         problems: ProblemTypes | None = None,
         challenge: str | None = None,
     ) -> None:
-        from .asgi import _challenge, _identifier, as_async_guard
+        from .asgi import _challenge, _identifier, as_async_guard, check_plans
 
         self.guard = as_async_guard(guard)
         self.identify = _identifier(identify)
+        check_plans(self.guard, self.identify, None)
         self.problems = problems or ProblemTypes()
         self.challenge = _challenge(self.identify, challenge)
 

@@ -165,6 +165,10 @@ def test_plans_named_up_front_are_checked_at_construction() -> None:
         QuotaMiddleware(starlette_app(served), served)
     with pytest.raises(ConfigurationError, match="enterprise"):
         RateLimit(served, ClientIP(plan="enterprise"))
+    with pytest.raises(ConfigurationError, match="enterprise"):
+        UsageEndpoint(served, [APIKey(lookup=CUSTOMERS.get), ClientIP(plan="enterprise")])
+    with pytest.raises(ConfigurationError, match="enterprise"):
+        usage_router(served, ClientIP(plan="enterprise"))
     with pytest.raises(ConfigurationError, match="scope"):
         Route("/x", scope="not a scope!")
     with pytest.raises(ConfigurationError, match="challenge"):
