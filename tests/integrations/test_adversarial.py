@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.responses import StreamingResponse
 
@@ -74,7 +74,11 @@ PLANS = [
     ),
 ]
 WIDE_KEY = "sk-live-wide"
-CUSTOMERS = {hash_key(KEY): Identity("acme", "pro"), hash_key(WIDE_KEY): Identity("wide", "wide")}
+CUSTOMERS = {
+    hash_key(KEY): Identity("acme", "pro"),
+    hash_key(WIDE_KEY): Identity("wide", "wide"),
+    hash_key("sk-enterprise"): Identity("bigco", "enterprise"),  # a plan nobody defined
+}
 
 
 def identify() -> list[Any]:
@@ -278,6 +282,7 @@ junk_bytes = st.binary(max_size=40) | st.sampled_from(
     [
         *(KEY.encode(), b"Bearer " + KEY.encode(), b"nan", b"inf", b"-5", b"1e400", b"12"),
         *(b"1.5", b"9" * 5000, b"1.2.3.4:80", b"[2001:db8::1]:80", b"\xff" * 300),
+        *(b"sk-enterprise", b"Bearer sk-enterprise"),
     ]
 )
 bodies = st.sampled_from(
@@ -335,6 +340,26 @@ async def drive(app: Any, scope: dict[str, Any], incoming: list[dict[str, Any]],
     early_disconnect=st.booleans(),
     client=st.sampled_from([("127.0.0.1", 1), ("2001:db8::5", 2), None]),
 )
+@example(  # an invalid reported cost used to keep the slot until the lease TTL
+    method="GET",
+    path="/v1/chat",
+    headers=[(b"x-api-key", KEY.encode()), (b"x-report", b"nan")],
+    body=b"",
+    chunks=1,
+    cut=None,
+    early_disconnect=False,
+    client=("127.0.0.1", 1),
+)
+@example(  # a plan the catalogue lacks used to raise out of the middleware
+    method="GET",
+    path="/v1/x",
+    headers=[(b"x-api-key", b"sk-enterprise")],
+    body=b"",
+    chunks=1,
+    cut=None,
+    early_disconnect=False,
+    client=None,
+)
 def test_fuzzed_requests_never_fail_and_never_leak_a_slot(
     method: str,
     path: str,
@@ -380,6 +405,64 @@ def test_fuzzed_requests_never_fail_and_never_leak_a_slot(
     assert streams_in_use(inspect) == 0  # every lease settled: no slot held
     customers = inspect.customers()
     assert len(customers) <= 1 and set(customers) <= {"acme", "ip-127.0.0.1", "ip-2001:db8::/64"}
+    assert "bigco" not in customers
+
+
+def fastapi_app() -> tuple[Any, Guard]:
+    from fastapi import Depends, FastAPI
+
+    from quotaguard.integrations.fastapi import RateLimit, install, usage_router
+
+    served, inspect = guards()
+    api = FastAPI()
+    install(api)
+    api.include_router(usage_router(served, identify()))
+    limited = RateLimit(served, identify(), cost=3, unit="tokens")
+
+    @api.api_route(
+        "/{rest:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        dependencies=[Depends(limited)],
+    )
+    async def anything(rest: str) -> dict[str, str]:
+        return {"path": rest}
+
+    return api, inspect
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example("GET", "/usage", [(b"x-api-key", KEY.encode())], b"", b"scope=no+such+scope!")
+@example("GET", "/usage", [(b"x-api-key", b"sk-enterprise")], b"", b"")
+@example("POST", "/v1/chat", [(b"x-api-key", b"sk-enterprise")], b"{}", b"")
+@given(
+    method=st.sampled_from(["GET", "POST", "HEAD", "PATCH", "X"]),
+    path=paths,
+    headers=st.lists(st.tuples(st.sampled_from(HEADER_NAMES), junk_bytes), max_size=5),
+    body=bodies,
+    query=st.sampled_from([b"", b"scope=benchmark", b"scope=no+such+scope!", b"scope="])
+    | st.binary(max_size=30),
+)
+def test_the_fastapi_dependency_and_usage_route_never_answer_500(
+    method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes, query: bytes
+) -> None:
+    app, _ = fastapi_app()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "root_path": "",
+        "query_string": query,
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent = asyncio.run(drive(app, scope, messages_for(body, 1), None))
+    assert sent, "no answer"
+    assert sent[0]["status"] < 500 or sent[0]["status"] == 503, sent[:1]
 
 
 # -- raw sockets against uvicorn -------------------------------------------------------
