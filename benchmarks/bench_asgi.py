@@ -40,7 +40,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from quotaguard import AsyncGuard, Plan, RollingWindow, TokenBucket
-from quotaguard.integrations import APIKey, QuotaMiddleware
+from quotaguard.integrations import APIKey, QuotaMiddleware, hash_key
 
 App = Callable[..., Any]
 
@@ -52,6 +52,7 @@ PLAN = Plan(
         RollingWindow.from_rate("weekly", "1000000000/week"),
     ],
 )
+KEY = "sk-live-0123456789abcdef0123456789abcdef"
 ONE_LIMIT = "100000000/minute"
 THREE_LIMITS = "100000000/minute;1000000000/hour;10000000000/day"
 
@@ -66,7 +67,8 @@ def bare() -> App:
 
 def quotaguard_middleware() -> App:
     guard = AsyncGuard([PLAN], default_plan="pro")
-    return QuotaMiddleware(bare(), guard, identify=APIKey())
+    customers = {hash_key(KEY): "customer-1"}  # the documented setup: a key table by hash
+    return QuotaMiddleware(bare(), guard, identify=APIKey(lookup=customers.get))
 
 
 def slowapi_decorator(limits: str) -> App:
@@ -106,7 +108,7 @@ SCOPE: dict[str, Any] = {
     "headers": [
         (b"host", b"127.0.0.1:8000"),
         (b"user-agent", b"bench"),
-        (b"x-api-key", b"sk-live-0123456789abcdef0123456789abcdef"),
+        (b"x-api-key", KEY.encode()),
     ],
     "client": ("127.0.0.1", 50000),
     "server": ("127.0.0.1", 8000),

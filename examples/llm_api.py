@@ -14,8 +14,9 @@ What it shows:
 - plans free / pro / max, each with a burst limit, a 5-hour and a weekly token cap, and a
   limit on streams in flight;
 - API keys hashed before use (the demo keys below map to customers by their hash);
-- each chat reserves an estimate (max_tokens), streams, and settles the real token
-  count when the stream ends, or at what was streamed if the client goes away;
+- each chat reserves an estimate (the JSON body's max_tokens, read by the middleware and
+  handed on untouched), streams, and settles the real token count when the stream ends,
+  or at what was streamed if the client goes away;
 - a revoked customer who keeps a small benchmark-only allowance;
 - /usage for customers, and /metrics for operators (when quotaguard.metrics exists).
 """
@@ -36,6 +37,7 @@ from quotaguard import AsyncGuard, Concurrency, Plan, RollingWindow, TokenBucket
 from quotaguard.integrations import (
     APIKey,
     Identity,
+    JSONBody,
     QuotaMiddleware,
     Route,
     add_cost,
@@ -79,7 +81,8 @@ CUSTOMERS = {
     hash_key("sk-revoked-demo"): Identity("mallory", "pro"),
 }
 SSE = "text/event-stream"
-ESTIMATE = 1_000  # tokens reserved per chat before its real size is known
+ESTIMATE = 1_000  # tokens reserved per chat whose body names no max_tokens
+MAX_TOKENS = 4_096  # the most a chat may ask for
 
 
 def create_app(guard: AsyncGuard | None = None) -> Any:
@@ -134,10 +137,15 @@ def create_app(guard: AsyncGuard | None = None) -> Any:
             exempt("/healthz"),
             exempt("/usage"),
             exempt("/metrics*"),
-            Route("/v1/chat", cost=estimate, unit="tokens", reports_cost=True),
+            Route(
+                "/v1/chat",
+                cost=JSONBody(estimate, default=ESTIMATE),
+                unit="tokens",
+                reports_cost=True,
+            ),
             Route(
                 "/v1/benchmark/run",
-                cost=estimate,
+                cost=JSONBody(estimate, default=ESTIMATE),
                 unit="tokens",
                 reports_cost=True,
                 scope="benchmark",
@@ -146,20 +154,24 @@ def create_app(guard: AsyncGuard | None = None) -> Any:
     )
 
 
-def estimate(scope: Any) -> int:
-    """Reserve ``?max_tokens=`` when given, else a default estimate."""
-    for part in scope.get("query_string", b"").decode("latin-1").split("&"):
-        name, _, value = part.partition("=")
-        if name == "max_tokens" and value.isdigit():
-            return int(value)
-    return ESTIMATE
+def requested_tokens(body: dict[str, Any], default: int) -> int:
+    """The body's ``max_tokens`` when it is a whole number in 1..MAX_TOKENS, else ``default``."""
+    value = body.get("max_tokens")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_TOKENS:
+        return value
+    return default
+
+
+def estimate(body: Any) -> int:
+    """The tokens to reserve for a chat: the JSON body's ``max_tokens``, else a default."""
+    return requested_tokens(body, ESTIMATE) if isinstance(body, dict) else ESTIMATE
 
 
 async def read(request: Request) -> dict[str, Any]:
     """The JSON body (read before streaming starts), or {}."""
     try:
         body = json.loads(await request.body() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -167,7 +179,7 @@ async def read(request: Request) -> dict[str, Any]:
 async def generate(request: Request, body: dict[str, Any]) -> AsyncIterator[bytes]:
     """A fake model: echoes the prompt word by word, charging tokens as they stream."""
     prompt = str(body.get("prompt", ""))
-    max_tokens = int(body.get("max_tokens", 20))
+    max_tokens = requested_tokens(body, 20)
     prompt_tokens = len(prompt.split())
     add_cost(request, prompt_tokens)  # input tokens count too
     words = (prompt.split() or ["..."]) * max_tokens

@@ -3,9 +3,13 @@ per-key limits for customers, an exempt health check and a /usage endpoint.
 
 Run it:  .venv/bin/python examples/starlette_app.py     (serves on http://127.0.0.1:8001)
 
-    curl -i http://127.0.0.1:8001/                         # anonymous: 5 per minute per IP
-    curl -i -H 'x-api-key: any-key' http://127.0.0.1:8001/ # a customer on the "basic" plan
-    curl -i -H 'x-api-key: any-key' http://127.0.0.1:8001/usage
+    curl -i http://127.0.0.1:8001/                               # anonymous: 5/minute per IP
+    curl -i -H 'x-api-key: sk-basic-demo' http://127.0.0.1:8001/ # dana, on the "basic" plan
+    curl -i -H 'x-api-key: sk-basic-demo' http://127.0.0.1:8001/usage
+    curl -i -H 'x-api-key: made-up' http://127.0.0.1:8001/       # unknown key: anonymous
+
+Keys are looked up by their hash in the customer table; an unknown key is just an
+anonymous caller, limited per IP, so inventing keys gains nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from quotaguard.integrations import (
     APIKey,
     ClientIP,
     HeaderOptions,
+    Identity,
     QuotaMiddleware,
     UsageEndpoint,
     exempt,
+    hash_key,
     request_quota,
 )
 from quotaguard.integrations import Route as QuotaRoute
@@ -41,6 +47,9 @@ PLANS = [
     ),
 ]
 
+# The customer table, keyed by the hash of each API key (never the key itself).
+CUSTOMERS = {hash_key("sk-basic-demo"): Identity("dana", "basic")}
+
 
 async def home(request: Request) -> JSONResponse:
     quota = request_quota(request)
@@ -54,7 +63,7 @@ async def search(request: Request) -> JSONResponse:
 
 def create_app(guard: AsyncGuard | None = None) -> Any:
     guard = guard or AsyncGuard(PLANS, default_plan="basic")
-    identify = [APIKey(), ClientIP(trusted_proxies=[], plan="anonymous")]
+    identify = [APIKey(lookup=CUSTOMERS.get), ClientIP(trusted_proxies=[], plan="anonymous")]
     app = Starlette(
         routes=[
             Route("/", home),

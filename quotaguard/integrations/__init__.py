@@ -24,7 +24,7 @@ from quotaguard.integrations.identify import (
     hash_key,
 )
 from quotaguard.integrations.problem import Problem, ProblemTypes, problem_for
-from quotaguard.integrations.routes import Route, Routes, exempt
+from quotaguard.integrations.routes import JSONBody, Route, Routes, exempt
 from quotaguard.integrations.usage import UsageEndpoint, usage_document
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "HeaderOptions",
     "Identifier",
     "Identity",
+    "JSONBody",
     "Problem",
     "ProblemTypes",
     "QuotaMiddleware",

@@ -3,36 +3,39 @@
 ::
 
     app = QuotaMiddleware(app, AsyncGuard(plans, default_plan="free"),
-                          identify=APIKey(), routes=[exempt("/healthz")])
+                          identify=APIKey(lookup=customers.get), routes=[exempt("/healthz")])
 
 Each request is identified, matched to a route rule, decided (all the plan's limits at
-once), then either refused with a problem+json body (401/403/429/503) or served with
-``RateLimit-Policy`` / ``RateLimit`` headers. A route whose actual cost is known only
-after the response reserves its estimate and settles once the body is complete; an
-error, a client disconnect or a cancelled stream still settles and frees the slot.
+once), then either refused with a problem+json body (400/401/403/429/503) or served with
+``RateLimit-Policy`` / ``RateLimit`` headers; no quotaguard error becomes a 500. A
+route whose actual cost is known only after the response reserves its estimate and
+settles once the body is complete; an error, a client disconnect or a cancelled stream
+still settles and frees the slot.
 Websocket and lifespan scopes pass straight through.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from quotaguard.backends.base import InProcessAsync
 from quotaguard.backends.memory import MemoryBackend
 from quotaguard.core.decision import Decision, Outcome
-from quotaguard.core.errors import ConfigurationError, QuotaguardError
+from quotaguard.core.errors import ConfigurationError, InvalidRequestError, QuotaguardError
 from quotaguard.core.policy import Concurrency, Cost
-from quotaguard.guard import AsyncGuard, Guard
+from quotaguard.guard import AsyncGuard, Guard, GuardBase
 from quotaguard.lease import AsyncLease
 
-from ._types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+from ._refusals import log_once, problem_for_error
+from ._types import ASGIApp, Message, RawHeaders, Receive, Scope, Send, header
 from .dialects import Dialect, dialect_of, responses_by_route
 from .headers import HeaderBuilder, HeaderOptions
-from .identify import APIKey, FirstOf, Identifier, Identity
-from .problem import Problem, ProblemTypes, customer_required, problem_for
-from .routes import Route, Routes
+from .identify import FirstOf, Identifier, Identity, challenge_for, declared_plans
+from .problem import Problem, ProblemTypes, customer_required, instance_of, problem_for
+from .routes import JSONBody, Route, Routes
 
 __all__ = ["QuotaMiddleware", "RequestQuota", "add_cost", "report_cost", "request_quota"]
 
@@ -120,12 +123,39 @@ def as_async_guard(guard: Guard | AsyncGuard) -> AsyncGuard:
     )
 
 
+def _nobody(scope: Scope) -> None:
+    """Identifies no one: only the middleware's identification (or anonymous) applies."""
+    return None
+
+
 def _identifier(identify: Identifier | Sequence[Identifier] | None) -> Identifier:
     if identify is None:
-        return APIKey()
+        return _nobody
     if isinstance(identify, Sequence):
         return FirstOf(identify) if len(identify) != 1 else identify[0]
     return identify
+
+
+def _challenge(identify: Identifier, challenge: str | None) -> str:
+    """The ``WWW-Authenticate`` value of a 401: given, else from the identifiers."""
+    value = challenge or challenge_for(identify) or 'Bearer realm="api"'
+    if not value.isprintable() or not value.isascii():
+        raise ConfigurationError(f"a WWW-Authenticate challenge must be printable ASCII: {value!r}")
+    return value
+
+
+def check_plans(guard: GuardBase, identify: Identifier, anonymous: Identity | None) -> None:
+    """Fail at construction on a plan the identifiers or ``anonymous`` name but lack."""
+    plans = declared_plans(identify)
+    if anonymous is not None and anonymous.plan is not None:
+        plans.append(anonymous.plan)
+    for plan in plans:
+        try:
+            guard.catalogue[plan]
+        except QuotaguardError as error:
+            raise ConfigurationError(
+                f"an identifier names a plan the guard lacks: {error}"
+            ) from None
 
 
 def _anonymous(value: Identity | str | None) -> Identity | None:
@@ -135,10 +165,14 @@ def _anonymous(value: Identity | str | None) -> Identity | None:
 class QuotaMiddleware:
     """Rate limits and quotas for every HTTP request of an ASGI app.
 
-    ``identify``: an identifier or a list tried in order (default: `APIKey`).
-    ``anonymous``: the plan (or `Identity`) for unidentified requests; None answers 401.
+    ``identify`` (required): an identifier or a list tried in order, e.g.
+    ``APIKey(lookup=customers.get)``.
+    ``anonymous``: the plan (or `Identity`) for unidentified requests; None answers 401
+    with ``WWW-Authenticate: challenge`` (by default each credential kind's challenge).
     ``routes``: `Route` rules (cost, scope, exemption, settling). ``headers`` and
-    ``problems`` configure the response headers and the problem ``type`` URIs.
+    ``problems`` configure the response headers and the problem ``type`` URIs. Plans
+    named by ``anonymous`` or by a `ClientIP` are checked here; a plan named at run time
+    (by a lookup or a token claim) that the catalogue lacks answers 403.
     ``dialect``: ``"ietf"`` (default), ``"openai"`` or ``"anthropic"`` (or a `Dialect`),
     the wire format of every response quotaguard writes; a `Route` may override it.
     """
@@ -153,19 +187,25 @@ class QuotaMiddleware:
         anonymous: Identity | str | None = None,
         headers: HeaderOptions | None = None,
         problems: ProblemTypes | None = None,
-        challenge: str = 'Bearer realm="api"',
+        challenge: str | None = None,
         dialect: Dialect | str = "ietf",
     ) -> None:
+        if identify is None:
+            raise ConfigurationError(
+                "QuotaMiddleware needs identify=, e.g. APIKey(lookup=customers.get) "
+                "(see docs/security.md)"
+            )
         self.app = app
         self.guard = as_async_guard(guard)
         self.routes = routes if isinstance(routes, Routes) else Routes(routes)
         self.identify = _identifier(identify)
         self.anonymous = _anonymous(anonymous)
-        if self.anonymous is not None and self.anonymous.plan is not None:
-            self.guard.catalogue[self.anonymous.plan]  # fail now on an unknown plan
+        check_plans(self.guard, self.identify, self.anonymous)
         self.problems = problems or ProblemTypes()
-        self.challenge = challenge
-        self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
+        self.challenge = _challenge(self.identify, challenge)
+        options = headers or HeaderOptions()
+        self._headers = HeaderBuilder(options, self.guard.clock)
+        self._hint = options.concurrency_retry_after
         self._inline = self.guard.backend.__class__ is InProcessAsync
         limits = [limit for plan in self.guard.catalogue.plans.values() for limit in plan.limits]
         # plans with a concurrency limit need a lease per request
@@ -207,32 +247,44 @@ class QuotaMiddleware:
         if identity is None:
             identity = self.anonymous
             if identity is None:
-                problem = customer_required(scope["path"], self.problems, self.challenge)
+                problem = customer_required(instance_of(scope), self.problems, self.challenge)
                 if id(route) in self._dialects:
                     problem = self._dialects[id(route)].customer_required(
-                        scope["path"], self.challenge
+                        instance_of(scope), self.challenge
                     )
                 await _refuse(problem, [], send)
                 return
         cost, reserve, inline = self._how[id(route)]
         if cost is None:
-            cost = route.cost_of(scope)
+            rule = route.cost
+            if isinstance(rule, JSONBody):
+                read = await _read_body(scope, receive, rule.max_bytes)
+                if read is None:
+                    return  # the client left while sending its body: nobody to answer
+                cost = route.estimate(read[0])
+                receive = _replaying(read[1], receive)
+            else:
+                cost = route.cost_of(scope)
         lease = None
         guard = self.guard
-        if reserve:
-            lease = await guard.reserve(
-                identity.customer, cost, scope=route.scope, plan=identity.plan
-            )
-            decision = lease.decision
-        else:
-            decided = None
-            if inline:  # the memory backend never waits: decide without two coroutines
-                decided = guard.acquire_nowait(identity.customer, cost, plan=identity.plan)
-            if decided is None:
-                decided = await guard.acquire(
+        try:
+            if reserve:
+                lease = await guard.reserve(
                     identity.customer, cost, scope=route.scope, plan=identity.plan
                 )
-            decision = decided
+                decision = lease.decision
+            else:
+                decided = None
+                if inline:  # the memory backend never waits: decide without two coroutines
+                    decided = guard.acquire_nowait(identity.customer, cost, plan=identity.plan)
+                if decided is None:
+                    decided = await guard.acquire(
+                        identity.customer, cost, scope=route.scope, plan=identity.plan
+                    )
+                decision = decided
+        except QuotaguardError as error:
+            await _refuse(problem_for_error(error, instance_of(scope), self.problems), [], send)
+            return
         dialect = self._dialects.get(id(route))
         if dialect is not None:
             extra = dialect.headers(decision)
@@ -240,15 +292,61 @@ class QuotaMiddleware:
             extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
         if not decision.allowed:
             if dialect is not None:
-                await _refuse(dialect.refusal(decision, scope["path"]), extra, send)
+                await _refuse(dialect.refusal(decision, instance_of(scope)), extra, send)
                 return
-            await _refuse(problem_for(decision, scope["path"], self.problems), extra, send)  # type: ignore[arg-type]
+            refusal = problem_for(decision, instance_of(scope), self.problems, self._hint)
+            await _refuse(refusal, extra, send)  # type: ignore[arg-type]
             return
         quota = scope[SCOPE_KEY] = RequestQuota(identity, decision, lease, route)
         if lease is None or lease.lease_id is None:
             await self.app(scope, receive, _with_headers(send, extra))
             return
         await _Settling(quota, lease, scope, send, extra).run(self.app, receive)
+
+
+async def _read_body(
+    scope: Scope, receive: Receive, limit: int
+) -> tuple[bytes | None, list[Message]] | None:
+    """Read the request body, up to ``limit`` bytes: (body or None when larger, messages).
+
+    None when the client disconnected first. The messages read are kept to be replayed.
+    """
+    declared = header(scope, b"content-length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > limit)
+    ):
+        return None, []  # too large: leave it for the app, unread
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None, messages
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``messages`` first, untouched, then reads on."""
+    if not messages:
+        return receive
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.popleft()
+        return await receive()
+
+    return replay
 
 
 def _with_headers(send: Send, extra: RawHeaders) -> Send:
@@ -336,10 +434,18 @@ class _Settling:
         self.settled = True
         actual = self._actual(complete)
         try:
-            await self.lease.settle(None if actual is None else self.quota.route.charge(actual))
+            try:
+                await self.lease.settle(None if actual is None else self.quota.route.charge(actual))
+            except InvalidRequestError:
+                # NaN, infinite, negative or not a cost at all: the estimate stands
+                log_once(
+                    "quotaguard: a reported cost is not a finite number >= 0; settling such "
+                    "costs at the estimate"
+                )
+                await self.lease.settle(None)
         except QuotaguardError as error:
-            # BackendUnavailable, LeaseError (expired), InvalidRequestError (bad cost):
-            # never an unhandled error in the host app; the lease frees itself at its TTL.
+            # BackendUnavailable, LeaseError (expired): never an unhandled error in the
+            # host app; the lease frees itself at its TTL.
             logger.warning("quotaguard: could not settle lease %s: %s", self.lease.lease_id, error)
 
 

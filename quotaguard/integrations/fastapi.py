@@ -6,9 +6,9 @@ Importing this module imports FastAPI; nothing else in quotaguard does. ::
 
     app = FastAPI()
     install(app)                                   # problem+json for refusals
-    app.include_router(usage_router(guard))        # GET /usage
+    app.include_router(usage_router(guard, identify))  # GET /usage
 
-    @app.post("/v1/embed", dependencies=[Depends(RateLimit(guard, cost=5))])
+    @app.post("/v1/embed", dependencies=[Depends(RateLimit(guard, identify, cost=5))])
     async def embed(...): ...
 
 The dependency decides once per request (all of the plan's limits at once) and puts
@@ -28,14 +28,22 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 
 from quotaguard.core.decision import Decision, Outcome
+from quotaguard.core.errors import QuotaguardError
 from quotaguard.core.policy import Cost
 from quotaguard.guard import AsyncGuard, Guard
 
-from .asgi import SCOPE_KEY, RequestQuota, _identifier, as_async_guard
+from ._refusals import problem_for_error
+from .asgi import SCOPE_KEY, RequestQuota, _challenge, _identifier, as_async_guard, check_plans
 from .dialects import Dialect, responses_for
 from .headers import HeaderBuilder, HeaderOptions
 from .identify import Identifier, Identity
-from .problem import Problem, ProblemTypes, customer_required, problem_for
+from .problem import (
+    Problem,
+    ProblemTypes,
+    customer_required,
+    instance_of,
+    problem_for,
+)
 from .usage import usage_document
 
 __all__ = [
@@ -79,25 +87,28 @@ def install(app: FastAPI) -> None:
 class RateLimit:
     """A FastAPI dependency that limits the routes it is attached to.
 
-    ``Depends(RateLimit(guard, cost=1, scope=None))``; the dependency's value is the
-    `Decision`. ``cost`` is a number of ``unit`` (default "requests"; None charges it
-    to every limit), a per-unit mapping, or a callable given the `Request`.
-    Identification works as for the middleware; when the middleware has already
-    identified the request, that identity is reused. ``dialect`` (``"ietf"``,
-    ``"openai"``, ``"anthropic"`` or a `Dialect`) shapes the headers and refusals.
+    ``Depends(RateLimit(guard, identify, cost=1, scope=None))``; the dependency's value
+    is the `Decision`. ``cost`` is a number of ``unit`` (default "requests"; None
+    charges it to every limit), a per-unit mapping, or a callable given the `Request`.
+    When the middleware has already identified the request, that identity is reused;
+    else ``identify`` (None: nobody) and then ``anonymous`` apply, as for the middleware.
+    A quotaguard error is answered as a problem (400/403), never a 500. ``dialect``
+    (``"ietf"``, ``"openai"``, ``"anthropic"`` or a `Dialect`) shapes the headers and
+    refusals.
     """
 
     def __init__(
         self,
         guard: Guard | AsyncGuard,
+        identify: Identifier | Sequence[Identifier] | None = None,
         *,
         cost: Cost | Any = 1,
         unit: str | None = "requests",
         scope: str | None = None,
-        identify: Identifier | Sequence[Identifier] | None = None,
         anonymous: Identity | str | None = None,
         headers: HeaderOptions | None = None,
         problems: ProblemTypes | None = None,
+        challenge: str | None = None,
         dialect: Dialect | str = "ietf",
     ) -> None:
         self.guard = as_async_guard(guard)
@@ -108,8 +119,12 @@ class RateLimit:
         self.anonymous = (
             Identity("anonymous", anonymous) if isinstance(anonymous, str) else anonymous
         )
+        check_plans(self.guard, self.identify, self.anonymous)
         self.problems = problems or ProblemTypes()
-        self._headers = HeaderBuilder(headers or HeaderOptions(), self.guard.clock)
+        self.challenge = _challenge(self.identify, challenge)
+        options = headers or HeaderOptions()
+        self._headers = HeaderBuilder(options, self.guard.clock)
+        self._hint = options.concurrency_retry_after
         self._dialect = responses_for(
             dialect,
             self.guard.catalogue,
@@ -130,24 +145,26 @@ class RateLimit:
     async def __call__(self, request: Request, response: Response) -> Decision:
         """Decide the request; raise `QuotaHTTPException` when it is refused."""
         identity = await self._identity(request)
+        instance = instance_of(request.scope)
         if identity is None:
             if self._dialect is not None:
-                raise QuotaHTTPException(self._dialect.customer_required(request.url.path))
-            raise QuotaHTTPException(customer_required(request.url.path, self.problems))
+                raise QuotaHTTPException(self._dialect.customer_required(instance))
+            raise QuotaHTTPException(customer_required(instance, self.problems, self.challenge))
         cost = self.cost(request) if callable(self.cost) else self.cost
         if self.unit is not None and isinstance(cost, int | float):
             cost = {self.unit: cost}
-        decision = await self.guard.acquire(
-            identity.customer, cost, scope=self.scope, plan=identity.plan
-        )
+        try:
+            decision = await self.guard.acquire(
+                identity.customer, cost, scope=self.scope, plan=identity.plan
+            )
+        except QuotaguardError as error:
+            raise QuotaHTTPException(problem_for_error(error, instance, self.problems)) from None
         if self._dialect is not None:
             extra = self._dialect.headers(decision)
-            problem = (
-                None if decision.allowed else self._dialect.refusal(decision, request.url.path)
-            )
+            problem = None if decision.allowed else self._dialect.refusal(decision, instance)
         else:
             extra = self._headers(decision) if decision.outcome is not Outcome.FAIL_OPEN else []
-            problem = problem_for(decision, request.url.path, self.problems)
+            problem = problem_for(decision, instance, self.problems, self._hint)
         if problem is not None:
             raise QuotaHTTPException(problem, extra)
         for name, value in extra:
@@ -165,11 +182,14 @@ def usage_router(
     """An ``APIRouter`` with ``GET {path}``: the caller's remaining quota per limit.
 
     ``?scope=benchmark`` shows the plan that applies to that scope. The response is the
-    document of `quotaguard.integrations.usage.usage_document`.
+    document of `quotaguard.integrations.usage.usage_document`; errors are problem+json
+    as for `quotaguard.integrations.usage.UsageEndpoint` (401, 400, 403, 503).
     """
     async_guard = as_async_guard(guard)
     identifier = _identifier(identify)
+    check_plans(async_guard, identifier, None)
     types = problems or ProblemTypes()
+    challenge = _challenge(identifier, None)
     router = APIRouter()
 
     @router.get(path, summary="Your remaining quota per limit")
@@ -180,9 +200,13 @@ def usage_router(
             identity = identifier(request.scope)
             if identity is not None and not isinstance(identity, Identity):
                 identity = await identity
+        instance = instance_of(request.scope)
         if identity is None:
-            raise QuotaHTTPException(customer_required(request.url.path, types))
-        found = await async_guard.usage(identity.customer, scope=scope, plan=identity.plan)
+            raise QuotaHTTPException(customer_required(instance, types, challenge))
+        try:
+            found = await async_guard.usage(identity.customer, scope=scope, plan=identity.plan)
+        except QuotaguardError as error:
+            raise QuotaHTTPException(problem_for_error(error, instance, types)) from None
         return usage_document(found)
 
     return router

@@ -23,7 +23,7 @@ import attrs
 from quotaguard.clock import Clock
 from quotaguard.core import engine
 from quotaguard.core.decision import Decision, LimitStatus
-from quotaguard.core.policy import Limit
+from quotaguard.core.policy import Concurrency, Limit
 
 __all__ = [
     "HeaderBuilder",
@@ -111,16 +111,29 @@ def format_ratelimit(statuses: Sequence[LimitStatus]) -> str:
     )
 
 
-def retry_after_seconds(decision: Decision) -> int:
+def retry_after_seconds(decision: Decision, concurrency_hint: int | None = None) -> int:
     """The ``Retry-After`` delay for a refused decision, in whole seconds (at least 1).
 
     Never earlier than the decision's own retry-after, nor than the ``t`` that
-    ``RateLimit`` shows for any limit that refused.
+    ``RateLimit`` shows for any limit that refused. With ``concurrency_hint``, a full
+    `Concurrency` limit asks for at most that many seconds instead of its lease TTL
+    (slots free when requests finish; the TTL only bounds a lost one).
     """
-    wait = _whole_seconds_up(decision.retry_after)
+    if concurrency_hint is None:
+        wait = _whole_seconds_up(decision.retry_after)
+        for status in decision.limits:
+            if not status.allowed:
+                wait = max(wait, _whole_seconds_up(status.refill_after))
+        return max(wait, 1)
+    wait = 0
     for status in decision.limits:
-        if not status.allowed:
-            wait = max(wait, _whole_seconds_up(status.refill_after))
+        if status.allowed:
+            continue
+        if isinstance(status.limit, Concurrency):
+            wait = max(wait, min(_whole_seconds_up(status.refill_after), concurrency_hint))
+        else:
+            seconds = max(status.retry_after, status.refill_after)
+            wait = max(wait, _whole_seconds_up(seconds))
     return max(wait, 1)
 
 
@@ -140,6 +153,9 @@ class HeaderOptions:
     ``legacy`` (default off): ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` for the
     most restrictive limit, with GitHub's meaning (Reset is a UTC epoch in seconds).
     ``unit_param`` is the vendor parameter that names a unit other than requests.
+    ``concurrency_retry_after`` caps the wait (``Retry-After`` and ``RateLimit``'s ``t``)
+    shown for a full `Concurrency` limit, in whole seconds: slots free as soon as
+    requests finish, so the lease TTL (minutes) would keep clients away for nothing.
     """
 
     draft: bool = True
@@ -148,6 +164,13 @@ class HeaderOptions:
     """Send ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``."""
     unit_param: str = attrs.field(default="qg-unit", converter=_unit_param)
     """The vendor parameter that carries a limit's unit in ``RateLimit-Policy``."""
+    concurrency_retry_after: int = attrs.field(default=1)
+    """The longest wait shown for a full concurrency limit, in seconds (>= 1)."""
+
+    @concurrency_retry_after.validator
+    def _check_hint(self, _: attrs.Attribute[int], value: int) -> None:
+        if value.__class__ is not int or value < 1:
+            raise ValueError(f"concurrency_retry_after must be a whole number >= 1, got {value!r}")
 
 
 class HeaderBuilder:
@@ -159,13 +182,14 @@ class HeaderBuilder:
     building them (see `shown_values`).
     """
 
-    __slots__ = ("_clock", "_draft", "_fast", "_legacy", "_plans", "_unit_param")
+    __slots__ = ("_clock", "_draft", "_fast", "_hint", "_legacy", "_plans", "_unit_param")
 
     def __init__(self, options: HeaderOptions, clock: Clock | None = None) -> None:
         self._clock = clock
         self._draft = options.draft
         self._legacy = options.legacy
         self._unit_param = options.unit_param
+        self._hint = options.concurrency_retry_after
         self._plans: dict[tuple[Limit, ...], tuple[bytes, str]] = {}
         # id(limits) -> (limits, their header lines from states, or None when some
         # limit has no fast path)
@@ -199,7 +223,7 @@ class HeaderBuilder:
             body = []
             values = []
             for index, limit in enumerate(limits):
-                names[f"shown{index}"] = engine.SHOWN[limit.__class__]
+                names[f"shown{index}"] = self._shown_of(limit)
                 names[f"limit{index}"] = limit
                 body.append(
                     f"    r{index}, u{index} = shown{index}(limit{index}, states[{index}], now)"
@@ -220,6 +244,19 @@ class HeaderBuilder:
         # the entry keeps `limits` alive, so its id is not reused while cached
         entry = self._fast[id(limits)] = (limits, lines)
         return entry
+
+    def _shown_of(self, limit: Limit) -> Callable[[Any, Any, int], tuple[int, float]]:
+        """The core's ``SHOWN`` accessor of ``limit``; a concurrency wait capped at the hint."""
+        shown = engine.SHOWN[limit.__class__]
+        if not isinstance(limit, Concurrency):
+            return shown
+        cap = self._hint * 1_000_000
+
+        def capped(limit: Any, state: Any, now: int) -> tuple[int, float]:
+            remaining, refill_us = shown(limit, state, now)
+            return remaining, min(refill_us, cap)
+
+        return capped
 
     def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
         """Header lines (lower-case names) for ``decision``; empty when it has no limits."""
@@ -243,7 +280,10 @@ class HeaderBuilder:
                 limits.append(status[0])
                 remaining = status[2]
                 values.append(int(remaining) if remaining > 0 else 0)
-                values.append(_seconds_value(status[5]))
+                refill = status[5]
+                if isinstance(status[0], Concurrency):
+                    refill = min(refill, self._hint)
+                values.append(_seconds_value(refill))
             key = tuple(limits)
             entry = self._plans.get(key)
             if entry is None:

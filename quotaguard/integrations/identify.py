@@ -18,6 +18,8 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from quotaguard.core.errors import ConfigurationError
+
 from ._types import Scope, header
 
 __all__ = [
@@ -50,8 +52,8 @@ class Identity:
 Identifier: TypeAlias = Callable[[Scope], "Identity | Awaitable[Identity | None] | None"]
 """Anything that maps a request scope to an `Identity` (or None)."""
 
-Lookup: TypeAlias = Callable[[str], "Identity | str | None"]
-"""Maps a hashed key to an Identity, a customer id, or None (unknown key)."""
+Lookup: TypeAlias = Callable[[str], "Identity | str | Awaitable[Identity | str | None] | None"]
+"""Maps a hashed key to an Identity, a customer id, or None (unknown key); may be async."""
 
 
 def hash_key(key: bytes | str, secret: bytes = b"") -> str:
@@ -68,49 +70,109 @@ def _header_name(value: str) -> bytes:
     return value.lower().encode("latin-1")
 
 
+def _positive(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if value.__class__ is not int or value < 1:
+        raise ConfigurationError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
+
+
+def _to_identity(found: Identity | str | None) -> Identity | None:
+    if found is None or isinstance(found, Identity):
+        return found
+    return Identity(found)
+
+
+async def _awaited(pending: Awaitable[Identity | str | None]) -> Identity | None:
+    return _to_identity(await pending)
+
+
 @attrs.frozen
 class APIKey:
     """Identify by an API-key header; the key is hashed before it is used as an id.
 
-    Without ``lookup`` the customer id is ``prefix + hash_key(key, secret)``. With
-    ``lookup``, it receives that hash (never the raw key) and returns an `Identity`, a
-    customer id, or None for an unknown key (then the request is unidentified).
-    ``scheme="Bearer"`` reads ``Authorization: Bearer <key>`` instead of a plain header.
+    ``lookup`` receives the key's hash (``hash_key(key, secret)``, never the raw key) and
+    returns an `Identity`, a customer id, or None for an unknown key (then the request is
+    unidentified: the next identifier, the anonymous plan, or a 401). It may be async.
+    A lookup is required: ``accept_any_key=True`` instead makes every key its own
+    customer (``prefix + hash``), so anyone can mint fresh quota by sending new keys;
+    it is meant for demos and internal services, and logs a warning when built.
+
+    ``scheme="Bearer"`` reads ``Authorization: Bearer <key>`` (``header`` defaults to
+    ``authorization`` then, else to ``x-api-key``). A header value longer than
+    ``max_length`` bytes identifies no one and is neither hashed nor kept.
     """
 
-    header: str = "x-api-key"
-    """The request header that carries the key."""
+    lookup: Lookup | None = None
+    """Maps the key's hash to a customer (and plan); required unless ``accept_any_key``."""
+    header: str | None = None
+    """The request header that carries the key (default: see above)."""
     secret: bytes = attrs.field(default=b"", repr=False)
     """The BLAKE2b key (pepper) used to hash API keys, at most 64 bytes."""
-    lookup: Lookup | None = None
-    """Maps the key's hash to a customer (and plan); None keeps the hash as the id."""
     prefix: str = "key-"
-    """Prepended to the hash to form the customer id when there is no lookup."""
+    """Prepended to the hash to form the customer id with ``accept_any_key``."""
     scheme: str | None = None
     """An authorization scheme ("Bearer") that prefixes the key in the header."""
+    accept_any_key: bool = False
+    """Treat every key as its own customer (no lookup): callers pick their own quota."""
+    max_length: int = attrs.field(default=256, validator=_positive)
+    """The longest header value (in bytes) that is hashed; longer ones identify no one."""
     _name: bytes = attrs.field(init=False, repr=False)
     _scheme: bytes | None = attrs.field(init=False, repr=False)
-    _digests: dict[bytes, tuple[str, Identity]] = attrs.field(
-        init=False, repr=False, eq=False, factory=dict
-    )
+    _keyed: Any = attrs.field(init=False, repr=False, eq=False)  # BLAKE2b, key absorbed
 
     @secret.validator
     def _check_secret(self, _: attrs.Attribute[bytes], value: bytes) -> None:
         if len(value) > 64:
-            raise ValueError("APIKey secret must be at most 64 bytes (a BLAKE2b key)")
+            raise ConfigurationError("APIKey secret must be at most 64 bytes (a BLAKE2b key)")
 
     @_name.default
     def _default_name(self) -> bytes:
-        return _header_name(self.header)
+        if self.header is not None:
+            return _header_name(self.header)
+        return b"authorization" if self.scheme is not None else b"x-api-key"
+
+    @_keyed.default
+    def _default_keyed(self) -> Any:
+        return hashlib.blake2b(digest_size=16, key=self.secret)
 
     @_scheme.default
     def _default_scheme(self) -> bytes | None:
         return None if self.scheme is None else self.scheme.lower().encode("ascii") + b" "
 
-    def __call__(self, scope: Scope) -> Identity | None:
+    def __attrs_post_init__(self) -> None:
+        if self.lookup is not None and not callable(self.lookup):
+            raise ConfigurationError(
+                f"APIKey lookup must be a callable (hash -> customer), got {self.lookup!r}; "
+                "the header name is the header= argument"
+            )
+        if self.lookup is None and not self.accept_any_key:
+            raise ConfigurationError(
+                "APIKey needs lookup= (a function from a key's hash to a customer): without "
+                "one every string is a customer and callers mint quota by rotating keys; "
+                "pass accept_any_key=True to choose that explicitly"
+            )
+        if self.lookup is not None and self.accept_any_key:
+            raise ConfigurationError("APIKey takes lookup= or accept_any_key=True, not both")
+        if self.accept_any_key:
+            logger.warning(
+                "quotaguard: APIKey(accept_any_key=True) makes every key its own customer: "
+                "anyone can mint fresh quota by sending new keys; use a lookup in production"
+            )
+
+    @property
+    def header_name(self) -> str:
+        """The request header read, lower-case."""
+        return self._name.decode("latin-1")
+
+    def challenge(self, realm: str) -> str:
+        """The ``WWW-Authenticate`` challenge for a request without a (known) key."""
+        if self.scheme is not None:
+            return f'{self.scheme} realm="{realm}"'
+        return f'APIKey realm="{realm}", header="{self.header_name}"'
+
+    def __call__(self, scope: Scope) -> Identity | Awaitable[Identity | None] | None:
         """The identity for the request's key, or None without a (known) key."""
         raw = header(scope, self._name)
-        if raw is None:
+        if raw is None or len(raw) > self.max_length:
             return None
         if self._scheme is not None:
             if raw[: len(self._scheme)].lower() != self._scheme:
@@ -119,20 +181,18 @@ class APIKey:
         raw = raw.strip()
         if not raw:
             return None
-        digests = self._digests
-        known = digests.get(raw)
-        if known is None:
-            if len(digests) >= 4096:  # bounded: keys seen recently, hashed once
-                digests.clear()
-            digest = hashlib.blake2b(raw, digest_size=16, key=self.secret).hexdigest()
-            # without a lookup the identity never changes: keep it (immutable) too
-            known = digests[raw] = (digest, Identity(self.prefix + digest))
-        if self.lookup is None:
-            return known[1]
-        found = self.lookup(known[0])
-        if found is None or isinstance(found, Identity):
+        hasher = self._keyed.copy()  # = hash_key(raw, secret), without rekeying each time
+        hasher.update(raw)
+        digest = hasher.hexdigest()
+        lookup = self.lookup
+        if lookup is None:
+            return Identity(self.prefix + digest)
+        found = lookup(digest)
+        if found is None or found.__class__ is Identity:
             return found
-        return Identity(found)
+        if isinstance(found, str | Identity):
+            return _to_identity(found)
+        return _awaited(found)
 
 
 ClaimsVerifier: TypeAlias = Callable[[str], "Mapping[str, Any] | None"]
@@ -146,6 +206,10 @@ class BearerClaim:
     ``verify(token)`` must check the token (signature, expiry, audience) and return its
     claims, or None when invalid; an exception counts as invalid and is logged without
     the token. ``plan_claim`` names a claim that carries the plan (e.g. ``"tier"``).
+    The customer id is ``prefix + claims[claim]`` (a string or an integer claim); the
+    default prefix ``"bearer-"`` keeps token subjects apart from the ids other
+    identifiers make (``key-...``, ``ip-...``, ``anonymous``). An ``Authorization``
+    value longer than ``max_length`` bytes is not verified and identifies no one.
     """
 
     verify: ClaimsVerifier
@@ -154,13 +218,19 @@ class BearerClaim:
     """The claim whose value is the customer id."""
     plan_claim: str | None = None
     """The claim whose value is the plan name, if any."""
-    prefix: str = ""
+    prefix: str = "bearer-"
     """Prepended to the claim value to form the customer id."""
+    max_length: int = attrs.field(default=8192, validator=_positive)
+    """The longest ``Authorization`` value (in bytes) that is verified."""
+
+    def challenge(self, realm: str) -> str:
+        """The ``WWW-Authenticate`` challenge for a request without a valid token."""
+        return f'Bearer realm="{realm}"'
 
     def __call__(self, scope: Scope) -> Identity | None:
         """The identity named by the verified token's claims, or None."""
         raw = header(scope, b"authorization")
-        if raw is None or raw[:7].lower() != b"bearer ":
+        if raw is None or len(raw) > self.max_length or raw[:7].lower() != b"bearer ":
             return None
         token = raw[7:].strip().decode("latin-1")
         if not token:
@@ -173,7 +243,7 @@ class BearerClaim:
         if not claims:
             return None
         customer = claims.get(self.claim)
-        if customer is None or customer == "":
+        if isinstance(customer, bool) or not isinstance(customer, str | int) or customer == "":
             return None
         plan = claims.get(self.plan_claim) if self.plan_claim is not None else None
         return Identity(self.prefix + str(customer), None if plan is None else str(plan))
@@ -192,15 +262,47 @@ def _networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(value, strict=False) for value in values)
 
 
+_MAX_HOPS = 32
+"""How many ``X-Forwarded-For`` hops are read, from the right (the proxies' end)."""
+
+
+def _forwarded_hops(scope: Scope) -> list[bytes]:
+    """The last `_MAX_HOPS` hops of ``X-Forwarded-For``, right to left."""
+    values = [bytes(value) for key, value in scope.get("headers", ()) if key == b"x-forwarded-for"]
+    hops: list[bytes] = []
+    for value in reversed(values):
+        hops.extend(reversed(value.rsplit(b",", _MAX_HOPS)[-_MAX_HOPS:]))
+        if len(hops) >= _MAX_HOPS:
+            break
+    return hops[:_MAX_HOPS]
+
+
+def _hop_address(hop: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address of one hop (``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]:80``), or None."""
+    text = hop.strip().decode("latin-1")
+    if text.startswith("["):
+        host, bracket, _ = text[1:].partition("]")
+        if not bracket:
+            return None
+        text = host
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 @attrs.frozen
 class ClientIP:
     """Identify by the client's IP address (for anonymous or per-IP limits).
 
     The peer address is used unless it is one of ``trusted_proxies``; only then is
     ``X-Forwarded-For`` read, from right to left, skipping trusted proxies: the first
-    untrusted address is the client. With no trusted proxies the header is ignored, so
-    clients cannot pick their own id. IPv6 clients are grouped by ``ipv6_prefix`` bits
-    (a /64 is one subscriber on most networks).
+    untrusted address is the client (a hop may carry a port: ``1.2.3.4:80``,
+    ``[2001:db8::1]:80``; only the last 32 hops are read). With no trusted proxies the
+    header is ignored, so clients cannot pick their own id. IPv6 clients are grouped by
+    ``ipv6_prefix`` bits (a /64 is one subscriber on most networks).
 
     When the ASGI server already rewrites the client from proxy headers (uvicorn's
     ``--proxy-headers`` with ``--forwarded-allow-ips``), leave ``trusted_proxies`` empty.
@@ -233,14 +335,9 @@ class ClientIP:
         except ValueError:
             return None
         if self.trusted_proxies and self._trusted(address):
-            hops: list[str] = []
-            for key, value in scope.get("headers", ()):
-                if key == b"x-forwarded-for":
-                    hops.extend(bytes(value).decode("latin-1").split(","))
-            for hop in reversed(hops):
-                try:
-                    candidate = ipaddress.ip_address(hop.strip())
-                except ValueError:
+            for hop in _forwarded_hops(scope):
+                candidate = _hop_address(hop)
+                if candidate is None:
                     break  # a malformed hop: trust nothing to its left
                 address = candidate
                 if not self._trusted(candidate):
@@ -268,6 +365,10 @@ class FirstOf:
     identifiers: tuple[Identifier, ...] = attrs.field(converter=_identifiers)
     """The identifiers, in order."""
 
+    def challenge(self, realm: str) -> str | None:
+        """The challenges of the identifiers that have one, joined (or None)."""
+        return challenge_for(self.identifiers, realm)
+
     async def __call__(self, scope: Scope) -> Identity | None:
         """The first identity found, or None."""
         for identifier in self.identifiers:
@@ -277,3 +378,33 @@ class FirstOf:
             if found is not None:
                 return found
         return None
+
+
+def challenge_for(identify: Identifier | Iterable[Identifier], realm: str = "api") -> str | None:
+    """The ``WWW-Authenticate`` value for a 401: each credential kind's challenge, once.
+
+    `APIKey` offers ``APIKey realm="api", header="x-api-key"`` (or its ``scheme``),
+    `BearerClaim` offers ``Bearer realm="api"``; identifiers without a credential
+    (`ClientIP`, your own callables without a ``challenge`` method) offer none.
+    """
+    identifiers = list(identify) if isinstance(identify, Iterable) else [identify]
+    found: list[str] = []
+    for identifier in identifiers:
+        method = getattr(identifier, "challenge", None)
+        value = method(realm) if callable(method) else None
+        for part in [] if value is None else [value]:
+            if part not in found:
+                found.append(part)
+    return ", ".join(found) or None
+
+
+def declared_plans(identify: Identifier | Iterable[Identifier]) -> list[str]:
+    """The plans that identifiers name up front (`ClientIP`'s ``plan``), to check early."""
+    identifiers = list(identify) if isinstance(identify, Iterable) else [identify]
+    plans: list[str] = []
+    for identifier in identifiers:
+        if isinstance(identifier, FirstOf):
+            plans.extend(declared_plans(identifier.identifiers))
+        elif isinstance(identifier, ClientIP) and identifier.plan is not None:
+            plans.append(identifier.plan)
+    return plans

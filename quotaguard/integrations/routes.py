@@ -9,18 +9,20 @@ limits counted in requests, nothing to limits in other units such as tokens), no
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
-from quotaguard.core.errors import ConfigurationError
+from quotaguard.core.errors import ConfigurationError, QuotaguardError
 from quotaguard.core.policy import Cost
 
 from ._types import RawHeaders, Scope
 from .dialects.config import Dialect, dialect_of
 
-__all__ = ["CostFunction", "Route", "Routes", "SettleCallback", "exempt"]
+__all__ = ["CostFunction", "JSONBody", "Route", "Routes", "SettleCallback", "exempt", "is_cost"]
 
 CostFunction: TypeAlias = Callable[[Scope], Cost]
 """Computes a request's cost (or estimate) from its ASGI scope."""
@@ -42,19 +44,72 @@ def _dialect(value: Dialect | str | None) -> Dialect | None:
     return None if value is None else dialect_of(value)
 
 
-def _cost(value: Cost | CostFunction) -> Cost | CostFunction:
-    if callable(value) or isinstance(value, Mapping):
+def is_cost(value: object) -> bool:
+    """Whether ``value`` is a cost: a finite number >= 0, or units mapped to such numbers."""
+    if isinstance(value, Mapping):
+        return all(isinstance(unit, str) and unit and is_cost(n) for unit, n in value.items())
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value < math.inf
+
+
+@attrs.frozen
+class JSONBody:
+    """A route cost estimated from the request's JSON body (e.g. its ``max_tokens``).
+
+    ``Route("/v1/chat", cost=JSONBody(lambda body: body["max_tokens"], default=1000),
+    unit="tokens", reports_cost=True)``. Before deciding, the middleware reads at most
+    ``max_bytes`` of the body and hands every message it read to the app untouched.
+    ``estimate(document)`` gets the parsed JSON and returns the cost (a number of the
+    route's unit, or a per-unit mapping); ``default`` is charged instead when the body is
+    larger than ``max_bytes``, is not JSON, or ``estimate`` raises or returns something
+    that is not a finite number >= 0.
+    """
+
+    estimate: Callable[[Any], Any]
+    """Computes the cost from the parsed JSON body."""
+    default: Cost = attrs.field()
+    """The cost when the body gives none."""
+    max_bytes: int = attrs.field(default=65_536)
+    """The most body bytes read before deciding."""
+
+    @default.validator
+    def _check_default(self, _: attrs.Attribute[Cost], value: Cost) -> None:
+        if not is_cost(value):
+            raise ConfigurationError(
+                f"JSONBody default must be a cost (a number >= 0), got {value!r}"
+            )
+
+    @max_bytes.validator
+    def _check_max_bytes(self, _: attrs.Attribute[int], value: int) -> None:
+        if value.__class__ is not int or value < 1:
+            raise ConfigurationError(
+                f"JSONBody max_bytes must be a whole number >= 1, got {value!r}"
+            )
+
+    def __call__(self, body: bytes | None) -> Cost:
+        """The estimate for a raw ``body`` (None: larger than ``max_bytes``), else the default."""
+        if body is None:
+            return self.default
+        try:
+            found = self.estimate(json.loads(body))
+        except Exception:  # not JSON (or nested too deep), or the estimate failed on it
+            return self.default
+        return found if is_cost(found) else self.default
+
+
+def _cost(value: Cost | CostFunction | JSONBody) -> Cost | CostFunction | JSONBody:
+    if callable(value) or is_cost(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigurationError(f"a route cost must be a number >= 0 or a callable, got {value!r}")
-    return value
+    raise ConfigurationError(f"a route cost must be a number >= 0 or a callable, got {value!r}")
 
 
 @attrs.frozen
 class Route:
     """How requests to ``path`` (and ``methods``) are charged.
 
-    ``cost`` is fixed or computed from the scope. A number is an amount of ``unit``
+    ``cost`` is fixed, computed from the scope, or a `JSONBody` estimate from the
+    request's JSON body. A number is an amount of ``unit``
     (default "requests"): limits counted in other units are not charged, except that
     ``requests`` limits always count the call as one request. So ``cost=800,
     unit="tokens"`` charges ``{"tokens": 800}`` (and one request), and the default
@@ -74,11 +129,11 @@ class Route:
     """An exact path, or a prefix followed by ``*``."""
     methods: frozenset[str] | None = attrs.field(default=None, converter=_methods)
     """The methods this rule applies to (upper-case); None for all."""
-    cost: Cost | CostFunction = attrs.field(default=1, converter=_cost)
+    cost: Cost | CostFunction | JSONBody = attrs.field(default=1, converter=_cost)
     """The cost, or the estimate when the actual cost is settled later."""
     unit: str | None = "requests"
     """The unit of numeric costs, estimates and actual costs (None: every limit's)."""
-    scope: str | None = None
+    scope: str | None = attrs.field(default=None)
     """The scope of the requests (e.g. "benchmark"), which revocations may allow."""
     exempt: bool = False
     """Do not limit these requests at all."""
@@ -102,6 +157,16 @@ class Route:
         if "*" in value[:-1]:
             raise ConfigurationError(f"'*' may only end a route path: {value!r}")
 
+    @scope.validator
+    def _check_scope(self, _: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None:
+            from quotaguard.guard import check_scope
+
+            try:
+                check_scope(value)
+            except QuotaguardError as error:
+                raise ConfigurationError(f"route {self.path!r}: {error}") from None
+
     @settle_header_name.default
     def _settle_name(self) -> bytes | None:
         if self.settle_header is None:
@@ -119,11 +184,20 @@ class Route:
         return {self.unit: amount}
 
     def cost_of(self, scope: Scope) -> Cost:
-        """The cost (or estimate) of the request ``scope``."""
+        """The cost (or estimate) of the request ``scope`` (a `JSONBody`'s default)."""
         if self.fixed_cost is not None:
             return self.fixed_cost
         cost = self.cost
+        if isinstance(cost, JSONBody):
+            return self.charge(cost.default)
         return self.charge(cost(scope) if callable(cost) else cost)
+
+    def estimate(self, body: bytes | None) -> Cost:
+        """The cost to charge for a request with this JSON ``body`` (see `JSONBody`)."""
+        cost = self.cost
+        if not isinstance(cost, JSONBody):
+            raise TypeError(f"route {self.path!r} does not estimate from the body")
+        return self.charge(cost(body))
 
     @property
     def deferred(self) -> bool:

@@ -21,12 +21,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from quotaguard.core.decision import LimitStatus
-from quotaguard.core.errors import InvalidRequestError
+from quotaguard.core.errors import QuotaguardError
 from quotaguard.guard import AsyncGuard, Guard, Usage
 
+from ._refusals import problem_for_error
 from ._types import Receive, Scope, Send
 from .identify import Identifier, Identity
-from .problem import ProblemTypes, customer_required
+from .problem import ProblemTypes, customer_required, instance_of
 
 __all__ = ["UsageEndpoint", "limit_document", "usage_document"]
 
@@ -71,7 +72,10 @@ class UsageEndpoint:
 
     Route to it like any ASGI app (``Route("/usage", UsageEndpoint(guard, identify))``).
     ``?scope=benchmark`` shows the plan that applies to that scope (useful for a revoked
-    customer's remaining allowance).
+    customer's remaining allowance). Behind `QuotaMiddleware` it reuses the middleware's
+    identification; ``identify`` (None: only that) identifies requests it did not see.
+    Errors are problem+json: 401 without a customer, 400 for a bad ``scope``, 403 for a
+    plan the catalogue lacks, 503 while the backend is down.
     """
 
     def __init__(
@@ -80,12 +84,15 @@ class UsageEndpoint:
         identify: Identifier | Sequence[Identifier] | None = None,
         *,
         problems: ProblemTypes | None = None,
+        challenge: str | None = None,
     ) -> None:
-        from .asgi import _identifier, as_async_guard
+        from .asgi import _challenge, _identifier, as_async_guard, check_plans
 
         self.guard = as_async_guard(guard)
         self.identify = _identifier(identify)
+        check_plans(self.guard, self.identify, None)
         self.problems = problems or ProblemTypes()
+        self.challenge = _challenge(self.identify, challenge)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request."""
@@ -102,16 +109,16 @@ class UsageEndpoint:
             if identity is not None and not isinstance(identity, Identity):
                 identity = await identity
         if identity is None:
-            problem = customer_required(scope.get("path", "/"), self.problems)
+            problem = customer_required(instance_of(scope), self.problems, self.challenge)
             await _send(send, problem.status, problem.body, problem.raw_headers())
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         wanted = query.get("scope", [None])[0]
         try:
             usage = await self.guard.usage(identity.customer, scope=wanted, plan=identity.plan)
-        except InvalidRequestError as error:
-            body = json.dumps({"detail": str(error)}).encode()
-            await _send(send, 400, body, [(b"content-type", b"application/json")])
+        except QuotaguardError as error:
+            problem = problem_for_error(error, instance_of(scope), self.problems)
+            await _send(send, problem.status, problem.body, problem.raw_headers())
             return
         body = json.dumps(usage_document(usage), separators=(",", ":")).encode()
         await _send(

@@ -82,7 +82,7 @@ def client_for(guard: Any, dialect: Any = "anthropic", **options: Any) -> TestCl
     )
     rules = options.pop("routes", [Route("/v1/messages", cost=_tokens, unit="tokens")])
     middleware = QuotaMiddleware(
-        app, guard, identify=[APIKey()], routes=rules, dialect=dialect, **options
+        app, guard, identify=[APIKey(accept_any_key=True)], routes=rules, dialect=dialect, **options
     )
     return TestClient(middleware, headers=AUTH)
 

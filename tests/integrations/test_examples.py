@@ -49,6 +49,9 @@ def test_llm_api_example() -> None:
         assert chat.status_code == 200
         assert chat.text.endswith("data: [DONE]\n\n")
         assert '"five_hour";q=500000;w=18000;qg-unit="tokens"' in chat.headers["ratelimit-policy"]
+        # the reservation is the body's max_tokens (3), the body reached the app intact
+        assert '"weekly";r=4999997;' in chat.headers["ratelimit"]
+        assert chat.text.count('"token": "hello"') == 2
         usage = client.get("/usage", headers={"x-api-key": "sk-pro-demo"}).json()
         assert usage["plan"] == "pro"
         assert {item["name"]: item["used"] for item in usage["limits"]}["weekly"] == 5
@@ -79,11 +82,13 @@ def test_starlette_example() -> None:
     with serve(example.create_app()) as url, httpx.Client(base_url=url) as client:
         anonymous = [client.get("/").status_code for _ in range(6)]
         assert anonymous == [200] * 5 + [429]
-        home = client.get("/", headers={"x-api-key": "key-1"})
+        made_up = client.get("/", headers={"x-api-key": "made-up"})  # no customer: per IP
+        assert made_up.status_code == 429
+        home = client.get("/", headers={"x-api-key": "sk-basic-demo"})
         assert home.json() == {"hello": "world", "plan": "basic"}
         assert home.headers["x-ratelimit-limit"]
-        search = client.get("/search", headers={"x-api-key": "key-1"})
+        search = client.get("/search", headers={"x-api-key": "sk-basic-demo"})
         assert search.status_code == 200
-        usage = client.get("/usage", headers={"x-api-key": "key-1"}).json()
+        usage = client.get("/usage", headers={"x-api-key": "sk-basic-demo"}).json()
         assert {item["name"]: item["used"] for item in usage["limits"]}["daily"] == 6
         assert client.get("/healthz").text == "ok"

@@ -30,15 +30,16 @@ CUSTOMER = "key-" + hash_key("k-1")
 def make_app(guard: AsyncGuard) -> FastAPI:
     app = FastAPI()
     install(app)
-    app.include_router(usage_router(guard, APIKey()))
+    identify = APIKey(accept_any_key=True)
+    app.include_router(usage_router(guard, identify))
 
-    limited = RateLimit(guard)
+    limited = RateLimit(guard, identify)
 
     @app.get("/items")
     async def items(decision: Annotated[Decision, Depends(limited)]) -> dict[str, Any]:
         return {"plan": decision.plan}
 
-    @app.post("/embed", dependencies=[Depends(RateLimit(guard, cost=300, unit="tokens"))])
+    @app.post("/embed", dependencies=[Depends(RateLimit(guard, identify, cost=300, unit="tokens"))])
     async def embed() -> dict[str, str]:
         return {"ok": "yes"}
 

@@ -135,7 +135,7 @@ def make_app(guard: Any, **options: Any) -> QuotaMiddleware:
         Route("/bench", scope="benchmark"),
         Route("/big", cost=20000, unit="tokens"),
     ]
-    options.setdefault("identify", [APIKey()])
+    options.setdefault("identify", [APIKey(accept_any_key=True)])
     return QuotaMiddleware(app, guard, routes=rules, **options)
 
 
@@ -318,7 +318,9 @@ def test_unidentified_requests_get_401_or_the_anonymous_plan(clock: FakeClock) -
 
 def test_client_ip_identifies_anonymous_callers_behind_trusted_proxies(clock: FakeClock) -> None:
     served, inspect = guards(clock)
-    app = make_app(served, identify=[APIKey(), ClientIP(["127.0.0.1/32"], plan="anonymous")])
+    app = make_app(
+        served, identify=[APIKey(accept_any_key=True), ClientIP(["127.0.0.1/32"], plan="anonymous")]
+    )
     with serve(app) as url, httpx.Client(base_url=url) as client:
         first = client.get("/hello", headers={"x-forwarded-for": "198.51.100.7, 203.0.113.9"})
         second = client.get("/hello", headers={"x-forwarded-for": "203.0.113.9"})
@@ -458,7 +460,7 @@ def test_websocket_and_lifespan_pass_straight_through(clock: FakeClock) -> None:
             message = await receive()
             await send({"type": "lifespan.shutdown.complete"})
 
-    middleware = QuotaMiddleware(inner, served)
+    middleware = QuotaMiddleware(inner, served, identify=APIKey(accept_any_key=True))
     scope = {"type": "websocket", "path": "/ws", "headers": []}
     asyncio.run(_collect(middleware, scope))
     assert seen[0][0] is scope and "quotaguard" not in scope
