@@ -466,7 +466,10 @@ def _fastapi(guard: Any, dialect: str) -> TestClient:
     app = FastAPI()
     install(app)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(RateLimit(guard, dialect=dialect))])
+    @app.post(
+        "/v1/chat/completions",
+        dependencies=[Depends(RateLimit(guard, APIKey(accept_any_key=True), dialect=dialect))],
+    )
     async def chat() -> dict[str, str]:
         return {"ok": "yes"}
 
