@@ -39,6 +39,7 @@ from .codec import (
 )
 from .edge import Edge
 from .eviction import EvictionHook
+from .refresh import BackgroundRefresh
 from .settings import ClientSettings
 
 T = TypeVar("T")
@@ -69,6 +70,7 @@ class AsyncRedisBackend(RedisBackendBase):
             asyncio.Semaphore(self.edge.settings.max_connections),
         )
         self._cluster = isinstance(client, RedisCluster)
+        self._refresh = BackgroundRefresh(client) if self._cluster else None
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in SCRIPTS.items()
         }
@@ -117,6 +119,8 @@ class AsyncRedisBackend(RedisBackendBase):
             try:
                 return await self._execute(call)
             except Exception as error:
+                if self._refresh is not None:
+                    self._refresh.after_failure(error)
                 pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
                 if pause is None:
                     self.edge.failures.record(error)
@@ -199,20 +203,18 @@ class AsyncRedisBackend(RedisBackendBase):
         shadow: bool,
     ) -> Decision:
         """See `RedisBackend.decide`."""
-        local = self.edge.local
-        known = local.denial(catalogue, customer, cost, scope, plan, shadow, now)
-        if known is not None:
-            return known
+        edge = self.edge
+        operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
         try:
             decision = await self._run(
-                self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+                edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
             )
         except BackendUnavailable as error:
-            return self.edge.outage_answer(
+            return edge.outage_answer(
                 error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
             )
         if decision.outcome is Outcome.DENIED:
-            local.remember(catalogue, decision, plan, shadow, now)
+            edge.local.remember(catalogue, decision, plan, shadow, now)
         return decision
 
     async def settle(

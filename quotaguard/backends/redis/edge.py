@@ -14,6 +14,7 @@ from quotaguard.core.errors import BackendUnavailable
 from quotaguard.core.policy import Cost
 
 from .boundary import FailureLog
+from .codec import Operation
 from .eviction import EvictionHook, warn_about
 from .local import LocalAnswers, known_revocation
 from .settings import ClientSettings
@@ -40,6 +41,28 @@ class Edge:
         """Record the ``INFO memory`` reply(s) of the server(s) and warn once."""
         self.eviction_checked = True
         self.eviction_risk = warn_about(info, self.on_eviction_risk)
+
+    def unless_denied(
+        self,
+        catalogue: PlanCatalogue,
+        customer: str,
+        cost: Cost,
+        scope: str | None,
+        plan: str | None,
+        shadow: bool,
+        now: int | None,
+        operation: Operation[Decision],
+    ) -> Operation[Decision]:
+        """``operation``, unless a remembered denial answers first.
+
+        Checked when the operation starts, that is once the call has its turn: calls
+        that queued behind the one that found the customer over a limit are answered
+        here without a round trip.
+        """
+        known = self.local.denial(catalogue, customer, cost, scope, plan, shadow, now)
+        if known is not None:
+            return known
+        return (yield from operation)
 
     def outage_answer(
         self,

@@ -198,20 +198,18 @@ class RedisBackend(RedisBackendBase):
         `quotaguard.backends.redis.local`); while Redis is unreachable, a known revocation
         or denial answers instead of `BackendUnavailable`.
         """
-        local = self.edge.local
-        known = local.denial(catalogue, customer, cost, scope, plan, shadow, now)
-        if known is not None:
-            return known
+        edge = self.edge
+        operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
         try:
             decision = self._run(
-                self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+                edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
             )
         except BackendUnavailable as error:
-            return self.edge.outage_answer(
+            return edge.outage_answer(
                 error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
             )
         if decision.outcome is Outcome.DENIED:
-            local.remember(catalogue, decision, plan, shadow, now)
+            edge.local.remember(catalogue, decision, plan, shadow, now)
         return decision
 
     def settle(
