@@ -29,11 +29,13 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from quotaguard.backends.redis import AsyncRedisBackend, RedisBackend
+from quotaguard.backends.redis import AsyncRedisBackend, ClientSettings, RedisBackend
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 HOST = "127.0.0.1"
+PATIENT = ClientSettings(timeout=10)
+"""For the contract suite's backends: a budget no loaded CI machine can exhaust."""
 
 
 def available() -> bool:
@@ -260,7 +262,7 @@ def sync_factory(kind: str) -> Callable[[Any], contextlib.AbstractContextManager
 
     @contextlib.contextmanager
     def factory(clock: Any) -> Iterator[RedisBackend]:
-        backend = RedisBackend(sync_client(kind), prefix=fresh_prefix())
+        backend = RedisBackend(sync_client(kind), prefix=fresh_prefix(), settings=PATIENT)
         try:
             yield backend
         finally:
@@ -278,7 +280,9 @@ def async_factory(kind: str) -> Callable[[Any], contextlib.AbstractContextManage
 
     @contextlib.contextmanager
     def factory(clock: Any) -> Iterator[AsyncRedisBackend]:
-        backend = LoopTrackingAsyncBackend(async_client(kind), prefix=fresh_prefix())
+        backend = LoopTrackingAsyncBackend(
+            async_client(kind), prefix=fresh_prefix(), settings=PATIENT
+        )
         try:
             yield backend
         finally:

@@ -17,7 +17,7 @@ from tests import redis_support
 
 pytestmark = pytest.mark.slow
 
-QUOTA = Plan("q", [RollingWindow("calls", 150, 3600)])
+QUOTA = Plan("q", [RollingWindow("calls", 100, 3600)])
 
 
 def _uri(kind: str) -> str:
@@ -36,6 +36,8 @@ def test_a_thousand_tasks_admit_exactly_the_quota(kind: str) -> None:
 
     async def main() -> list[tuple[Outcome, float]]:
         guard = AsyncGuard([QUOTA], uri, default_plan="q")
+        # a process that has been serving has its connections open already
+        await asyncio.gather(*(guard.acquire("warm-up") for _ in range(50)))
         results = await asyncio.gather(*(call(guard) for _ in range(1000)))
         await guard.close()
         return results
@@ -44,13 +46,14 @@ def test_a_thousand_tasks_admit_exactly_the_quota(kind: str) -> None:
     outcomes = Counter(outcome for outcome, _ in results)
     slowest = max(elapsed for _, elapsed in results)
     print(f"{kind}: 1000 tasks {dict(outcomes)}, slowest call {slowest:.3f} s")
-    assert outcomes == {Outcome.ALLOWED: 150, Outcome.DENIED: 850}
+    assert outcomes == {Outcome.ALLOWED: 100, Outcome.DENIED: 900}
     assert slowest < DEFAULT_TIMEOUT * 2
 
 
 @pytest.mark.parametrize("kind", ["standalone", "cluster"])
 def test_three_hundred_threads_admit_exactly_the_quota(kind: str) -> None:
     guard = Guard([QUOTA], redis_backend_from_uri(_uri(kind)), default_plan="q")
+    guard.acquire("warm-up")
 
     def call(_: Any) -> tuple[Outcome, float]:
         started = time.monotonic()
@@ -63,7 +66,7 @@ def test_three_hundred_threads_admit_exactly_the_quota(kind: str) -> None:
     outcomes = Counter(outcome for outcome, _ in results)
     slowest = max(elapsed for _, elapsed in results)
     print(f"{kind}: 300 threads {dict(outcomes)}, slowest call {slowest:.3f} s")
-    assert outcomes == {Outcome.ALLOWED: 150, Outcome.DENIED: 450}
+    assert outcomes == {Outcome.ALLOWED: 100, Outcome.DENIED: 500}
     assert slowest < DEFAULT_TIMEOUT * 2
 
 
@@ -81,5 +84,5 @@ def test_a_full_gate_is_backend_unavailable_never_an_admission() -> None:
 
     outcomes = redis_support.run(main())
     assert outcomes[Outcome.FAIL_CLOSED] > 0
-    assert outcomes[Outcome.ALLOWED] <= 150
+    assert outcomes[Outcome.ALLOWED] <= 100
     assert set(outcomes) <= {Outcome.ALLOWED, Outcome.FAIL_CLOSED, Outcome.DENIED}

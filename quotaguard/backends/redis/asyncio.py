@@ -39,6 +39,7 @@ from .codec import (
 )
 from .edge import Edge
 from .eviction import EvictionHook
+from .migration import can_migrate, during_migration, migrating
 from .refresh import BackgroundRefresh
 from .settings import ClientSettings
 
@@ -92,16 +93,14 @@ class AsyncRedisBackend(RedisBackendBase):
         """Drive ``operation`` within the call's budget; only QuotaguardErrors leave."""
         edge = self.edge
         budget = edge.settings.timeout
+        if self._cluster and not edge.eviction_checked:
+            await self._discover()
         deadline = time.monotonic() + budget
         try:
             async with asyncio.timeout(budget) as limit, self._gate():
                 if not edge.eviction_checked:
                     await self._check_eviction()
-                call = next(operation)
-                while True:
-                    call = operation.send(await self._bounded(call, deadline))
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+                return await self._drive(operation, deadline)
         except QuotaguardError:
             raise
         except Exception as error:
@@ -113,20 +112,51 @@ class AsyncRedisBackend(RedisBackendBase):
             raise unavailable(error) from error
 
     async def _bounded(self, call: Call, deadline: float) -> Any:
-        """``call``'s reply, retried as `retry_pause` allows before ``deadline``."""
+        """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
+
+        On a cluster, a decide that meets its slot in migration is made again in its
+        single-key form (see `quotaguard.backends.redis.migration`).
+        """
         attempt = 0
+        single_keys = False
         while True:
             try:
+                if single_keys:
+                    return await self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
                 return await self._execute(call)
+            except QuotaguardError:
+                raise
             except Exception as error:
                 if self._refresh is not None:
                     self._refresh.after_failure(error)
+                if self._cluster and migrating(error) and can_migrate(call):
+                    single_keys = True
                 pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
                 if pause is None:
                     self.edge.failures.record(error)
                     raise unavailable(error) from error
             attempt += 1
             await asyncio.sleep(pause)
+
+    async def _drive(self, operation: Operation[T], deadline: float) -> T:
+        """Run ``operation``, each of its calls bounded by ``deadline``."""
+        try:
+            call = next(operation)
+            while True:
+                call = operation.send(await self._bounded(call, deadline))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _discover(self) -> None:
+        """Learn the cluster's topology once, before the first call's budget starts.
+
+        Bounded by the connect and socket timeouts of each startup node tried.
+        """
+        try:
+            await self.client.initialize()
+        except Exception as error:
+            self.edge.failures.record(error)
+            raise unavailable(error) from error
 
     async def _check_eviction(self) -> None:
         try:

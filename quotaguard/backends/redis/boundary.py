@@ -9,12 +9,13 @@ Retried (each only while a whole attempt still fits in the call's budget):
   exhausted", ``CLUSTERDOWN``, an uncovered slot, a server still loading its data, a
   pool momentarily full: transient states of a cluster or a client, retried with short
   pauses (10 ms, doubling, at most 50 ms);
-- a broken connection (refused, reset, closed): once, at once (a restarted server or a
-  failed-over primary is picked up by the retry).
+- a broken connection (refused, reset, closed) or a connection that could not be opened
+  in time: once, at once (a restarted server or a failed-over primary is picked up by the
+  retry).
 
-Never retried: a timeout (the command may still run when the server wakes up: sending
-it again could charge a customer twice), authentication and permission errors, script
-errors and anything unknown.
+Never retried: a timeout waiting for a reply (the command may still run when the server
+wakes up: sending it again could charge a customer twice), authentication and permission
+errors, script errors and anything unknown.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _transient(error: BaseException) -> bool:
     return "TRYAGAIN" in str(error) or "non local key" in str(error)
 
 
+def _connecting(error: TimeoutError) -> bool:
+    """Whether the timeout struck while connecting: no command was sent yet."""
+    return "connecting" in str(error).lower()
+
+
 def retry_pause(
     error: BaseException, attempt: int, remaining: float, settings: ClientSettings
 ) -> float | None:
@@ -73,11 +79,13 @@ def retry_pause(
 
     ``remaining`` is what is left of the call's budget.
     """
-    if isinstance(error, TimeoutError | AuthenticationError | AuthorizationError):
+    if isinstance(error, AuthenticationError | AuthorizationError):
+        return None
+    if isinstance(error, TimeoutError) and not _connecting(error):
         return None
     if _transient(error):
         pause = min(_FIRST_PAUSE * 2.0**attempt, _LONGEST_PAUSE)
-    elif isinstance(error, ConnectionError) and attempt == 0:
+    elif isinstance(error, ConnectionError | TimeoutError) and attempt == 0:
         pause = 0.0
     else:
         return None

@@ -39,6 +39,7 @@ from .codec import (
 )
 from .edge import Edge
 from .eviction import EvictionHook
+from .migration import can_migrate, during_migration, migrating
 from .settings import ClientSettings
 
 T = TypeVar("T")
@@ -90,11 +91,7 @@ class RedisBackend(RedisBackendBase):
         try:
             if not edge.eviction_checked:
                 self._check_eviction()
-            call = next(operation)
-            while True:
-                call = operation.send(self._bounded(call, deadline))
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return self._drive(operation, deadline)
         except QuotaguardError:
             raise
         except Exception as error:
@@ -104,12 +101,23 @@ class RedisBackend(RedisBackendBase):
             self._gate.release()
 
     def _bounded(self, call: Call, deadline: float) -> Any:
-        """``call``'s reply, retried as `retry_pause` allows before ``deadline``."""
+        """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
+
+        On a cluster, a decide that meets its slot in migration is made again in its
+        single-key form (see `quotaguard.backends.redis.migration`).
+        """
         attempt = 0
+        single_keys = False
         while True:
             try:
+                if single_keys:
+                    return self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
                 return self._execute(call)
+            except QuotaguardError:
+                raise
             except Exception as error:
+                if self._cluster and migrating(error) and can_migrate(call):
+                    single_keys = True
                 pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
                 if pause is None:
                     self.edge.failures.record(error)
@@ -117,6 +125,15 @@ class RedisBackend(RedisBackendBase):
             attempt += 1
             if pause:
                 time.sleep(pause)
+
+    def _drive(self, operation: Operation[T], deadline: float) -> T:
+        """Run ``operation``, each of its calls bounded by ``deadline``."""
+        try:
+            call = next(operation)
+            while True:
+                call = operation.send(self._bounded(call, deadline))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
     def _check_eviction(self) -> None:
         try:
