@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from quotaguard import AsyncGuard, Guard, Outcome
+from quotaguard import AsyncGuard, Decision, Guard, Outcome
 
 
 @attrs.define
@@ -19,13 +19,16 @@ class Record:
     """What a load run saw: outcomes per customer and the slowest call."""
 
     outcomes: dict[str, Counter[Outcome]] = attrs.field(factory=dict)
+    reasons: Counter[str] = attrs.field(factory=Counter)
     slowest: float = 0.0
     calls: int = 0
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
-    def add(self, customer: str, outcome: Outcome, elapsed: float) -> None:
+    def add(self, customer: str, decision: Decision, elapsed: float) -> None:
         with self.lock:
-            self.outcomes.setdefault(customer, Counter())[outcome] += 1
+            self.outcomes.setdefault(customer, Counter())[decision.outcome] += 1
+            if decision.outcome in (Outcome.FAIL_OPEN, Outcome.FAIL_CLOSED):
+                self.reasons[f"{customer}: {decision.reason}"[:120]] += 1
             self.slowest = max(self.slowest, elapsed)
             self.calls += 1
 
@@ -40,11 +43,14 @@ class Record:
 
 
 class ThreadLoad:
-    """Threads calling ``guard.acquire`` on ``customers`` in turn until stopped."""
+    """Threads calling ``guard.acquire`` on ``customers`` in turn until stopped.
 
-    def __init__(self, guard: Guard, customers: Iterable[str], threads: int = 4) -> None:
+    ``customers`` may be a list of groups: thread ``i`` then serves group ``i % len``.
+    """
+
+    def __init__(self, guard: Guard, customers: Iterable[Any], threads: int = 4) -> None:
         self.guard = guard
-        self.customers = list(customers)
+        self.groups = _groups(list(customers))
         self.record = Record()
         self._stop = threading.Event()
         self._threads = [
@@ -53,13 +59,14 @@ class ThreadLoad:
         ]
 
     def _work(self, index: int) -> None:
+        customers = self.groups[index % len(self.groups)]
         turn = index
         while not self._stop.is_set():
-            customer = self.customers[turn % len(self.customers)]
+            customer = customers[turn % len(customers)]
             turn += 1
             started = time.monotonic()
             decision = self.guard.acquire(customer)
-            self.record.add(customer, decision.outcome, time.monotonic() - started)
+            self.record.add(customer, decision, time.monotonic() - started)
             time.sleep(0.002)
 
     def __enter__(self) -> ThreadLoad:
@@ -73,24 +80,35 @@ class ThreadLoad:
             thread.join(10)
 
 
+def _groups(customers: list[Any]) -> list[list[str]]:
+    if customers and isinstance(customers[0], list):
+        return customers
+    return [customers]
+
+
 async def async_load(
     guard: AsyncGuard,
-    customers: list[str],
+    customers: list[Any],
     during: Callable[[], Any],
     tasks: int = 8,
 ) -> Record:
-    """Tasks calling ``guard.acquire`` while ``during()`` (blocking) runs in a thread."""
+    """Tasks calling ``guard.acquire`` while ``during()`` (blocking) runs in a thread.
+
+    ``customers`` may be a list of groups, as for `ThreadLoad`.
+    """
     record = Record()
     done = asyncio.Event()
+    groups = _groups(customers)
 
     async def work(index: int) -> None:
+        customers = groups[index % len(groups)]
         turn = index
         while not done.is_set():
             customer = customers[turn % len(customers)]
             turn += 1
             started = time.monotonic()
             decision = await guard.acquire(customer)
-            record.add(customer, decision.outcome, time.monotonic() - started)
+            record.add(customer, decision, time.monotonic() - started)
             await asyncio.sleep(0.002)
 
     workers = [asyncio.create_task(work(index)) for index in range(tasks)]

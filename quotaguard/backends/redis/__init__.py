@@ -126,7 +126,11 @@ def _connect(uri: str, asyncio: bool, settings: dict[str, Any]) -> tuple[Any, st
         if asyncio:
             nodes: list[Any] = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in hosts]
             cluster = redis.asyncio.cluster.RedisCluster(
-                startup_nodes=nodes, retry=no_retry, require_full_coverage=False, **options
+                startup_nodes=nodes,
+                retry=no_retry,
+                require_full_coverage=False,
+                reinitialize_steps=0,  # its re-initialisation closes every call's connection
+                **options,
             )
         else:
             sync_nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]

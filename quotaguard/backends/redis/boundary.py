@@ -72,6 +72,14 @@ def _connecting(error: TimeoutError) -> bool:
     return "connecting" in str(error).lower()
 
 
+def _broken(error: BaseException) -> bool:
+    """Whether the connection broke before the command could have been sent or run."""
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    # redis-py's asyncio cluster client closes connections that other calls are using
+    return isinstance(error, AttributeError) and "writelines" in str(error)
+
+
 def retry_pause(
     error: BaseException, attempt: int, remaining: float, settings: ClientSettings
 ) -> float | None:
@@ -85,7 +93,7 @@ def retry_pause(
         return None
     if _transient(error):
         pause = min(_FIRST_PAUSE * 2.0**attempt, _LONGEST_PAUSE)
-    elif isinstance(error, ConnectionError | TimeoutError) and attempt == 0:
+    elif _broken(error) and attempt == 0:
         pause = 0.0
     else:
         return None
