@@ -188,8 +188,9 @@ class RedisClusterServers:
         return True
 
     def node_for(self, key: str) -> RedisServer:
-        """The running primary that serves ``key``'s slot."""
-        with self.nodes[0].client() as client:
+        """The primary that serves ``key``'s slot, as the first running node sees it."""
+        running = next(node for node in self.nodes if node.process is not None)
+        with running.client() as client:
             slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
             for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:

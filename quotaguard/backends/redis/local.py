@@ -94,8 +94,14 @@ class LocalAnswers:
         shadow: bool,
         now: int | None,
     ) -> None:
-        """Keep ``decision`` when it is a denial that will hold for a while."""
+        """Keep ``decision`` when it is a denial that will hold for a while.
+
+        A denial answered from memory is not kept again (its time would restart).
+        """
         if self.max_staleness_us <= 0 or decision.outcome is not Outcome.DENIED:
+            return
+        known = self._denials.get(decision.customer)
+        if known is not None and known[7] is decision:
             return
         wait = decision.retry_after
         if not 0 < wait < math.inf:
