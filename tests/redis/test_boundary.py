@@ -4,6 +4,8 @@ exception but a QuotaguardError ever leaving a Redis backend call."""
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -27,7 +29,12 @@ from quotaguard import (
     Plan,
     RollingWindow,
 )
-from quotaguard.backends.redis import ClientSettings, client_from_uri, redis_backend_from_uri
+from quotaguard.backends.redis import (
+    DEFAULT_TIMEOUT,
+    ClientSettings,
+    client_from_uri,
+    redis_backend_from_uri,
+)
 from quotaguard.backends.redis.boundary import FailureLog, retry_pause
 from quotaguard.backends.redis.migration import migrating
 from tests import redis_support
@@ -167,3 +174,26 @@ def test_the_failure_log_counts_what_it_did_not_log(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="quotaguard.backends.redis"):
         quiet.record(RuntimeError("c"))
     assert "1 similar failures" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_unreachable_sentinels_fail_within_the_budget(silent: bool) -> None:
+    """Sentinel discovery has no retries of its own (redis-py's default backs off for
+    seconds): refused or silent sentinels cost one budget at most."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # accepts connections, never answers
+        port = listener.getsockname()[1] if silent else redis_support.free_port()
+        uri = f"redis+sentinel://127.0.0.1:{port}/mymaster"
+        guard = Guard([PLAN], uri, default_plan="p", failure="closed")
+        started = time.monotonic()
+        assert guard.acquire("c").outcome is Outcome.FAIL_CLOSED
+        assert time.monotonic() - started < 2 * DEFAULT_TIMEOUT
+
+        async def main() -> None:
+            aguard = AsyncGuard([PLAN], uri, default_plan="p", failure="closed")
+            started = time.monotonic()
+            assert (await aguard.acquire("c")).outcome is Outcome.FAIL_CLOSED
+            assert time.monotonic() - started < 2 * DEFAULT_TIMEOUT
+
+        redis_support.run(main())

@@ -143,10 +143,9 @@ def _connect(uri: str, asyncio: bool, settings: dict[str, Any]) -> tuple[Any, st
     if not service:
         raise ConfigurationError(f"{uri!r}: name the sentinel service: redis+sentinel://h:p/name")
     sentinel_module: Any = redis.asyncio.sentinel if asyncio else redis.sentinel
+    timeouts = {name: options[name] for name in ("socket_timeout", "socket_connect_timeout")}
     sentinel = sentinel_module.Sentinel(
-        hosts,
-        socket_timeout=options["socket_timeout"],
-        socket_connect_timeout=options["socket_connect_timeout"],
+        hosts, sentinel_kwargs={**timeouts, "retry": no_retry}, **timeouts
     )
     return sentinel.master_for(service, retry=no_retry, **options), prefix, config
 
