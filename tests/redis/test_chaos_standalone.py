@@ -223,3 +223,18 @@ def test_flushall_erases_usage_and_revocations(own_server: redis_support.RedisSe
     assert guard.acquire("abuser").outcome is Outcome.ALLOWED  # the revocation is gone
     assert guard.acquire("c", 30).limit("calls").used == 30  # usage starts over
     guard.close()
+
+
+def test_a_denial_holds_through_an_outage_until_its_retry_after(
+    own_server: redis_support.RedisServer,
+) -> None:
+    clock = FakeClock()
+    bucket = Plan("b", [TokenBucket("burst", 1, "1/minute")])
+    guard = Guard([bucket], own_server.url, default_plan="b", clock=clock, failure="open")
+    assert guard.acquire("c").allowed
+    assert guard.acquire("c").outcome is Outcome.DENIED  # for 60 s
+    own_server.kill()
+    clock.advance(30)  # past the staleness bound, within retry_after
+    assert guard.acquire("c").outcome is Outcome.DENIED
+    clock.advance(30)  # retry_after has passed: the failure policy decides again
+    assert guard.acquire("c").outcome is Outcome.FAIL_OPEN
