@@ -238,3 +238,20 @@ def test_a_denial_holds_through_an_outage_until_its_retry_after(
     assert guard.acquire("c").outcome is Outcome.DENIED
     clock.advance(30)  # retry_after has passed: the failure policy decides again
     assert guard.acquire("c").outcome is Outcome.FAIL_OPEN
+
+
+def test_the_eviction_check_waits_for_a_reachable_server_and_warns_once() -> None:
+    server = redis_support.RedisServer(extra=["--maxmemory-policy", "allkeys-lru"])
+    try:
+        warnings: list[str] = []
+        backend = redis_backend_from_uri(server.url, on_eviction_risk=warnings.append)
+        guard = Guard([FIFTY], backend, default_plan="fifty")
+        assert guard.acquire("c").outcome is Outcome.FAIL_OPEN  # not started yet
+        assert warnings == []
+        server.start()
+        assert guard.acquire("c").outcome is Outcome.ALLOWED
+        assert guard.acquire("c").outcome is Outcome.ALLOWED
+        assert len(warnings) == 1 and "allkeys-lru" in warnings[0]
+        guard.close()
+    finally:
+        server.cleanup()

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from quotaguard.backends.base import LeaseRequest, MetaChange
 from quotaguard.clock import Clock
@@ -164,8 +164,10 @@ class AsyncRedisBackend(RedisBackendBase):
                 info = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
             else:
                 info = await self.client.info("memory")
-        except Exception:  # managed servers may refuse INFO: then say nothing
+        except ResponseError:  # managed servers may refuse INFO: then say nothing
             self.edge.eviction_checked = True
+            return
+        except Exception:  # unreachable: check at the next call
             return
         self.edge.checked_eviction(info)
 

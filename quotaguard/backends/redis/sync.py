@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from quotaguard.backends.base import LeaseRequest, MetaChange
 from quotaguard.clock import Clock
@@ -141,8 +141,10 @@ class RedisBackend(RedisBackendBase):
                 info = self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
             else:
                 info = self.client.info("memory")
-        except Exception:  # managed servers may refuse INFO: then say nothing
+        except ResponseError:  # managed servers may refuse INFO: then say nothing
             self.edge.eviction_checked = True
+            return
+        except Exception:  # unreachable: check at the next call
             return
         self.edge.checked_eviction(info)
 
