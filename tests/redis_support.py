@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,11 +29,13 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from quotaguard.backends.redis import AsyncRedisBackend, RedisBackend
+from quotaguard.backends.redis import AsyncRedisBackend, ClientSettings, RedisBackend
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 HOST = "127.0.0.1"
+PATIENT = ClientSettings(timeout=10)
+"""For the contract suite's backends: a budget no loaded CI machine can exhaust."""
 
 
 def available() -> bool:
@@ -56,11 +59,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process on a loopback port, with no persistence."""
+    """One redis-server process on a loopback port, with no persistence by default.
 
-    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
+    ``extra`` adds redis-server arguments (e.g. ``["--maxmemory", "2mb"]``).
+    """
+
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, extra: list[str] | None = None
+    ) -> None:
         self.port = port or free_port()
         self.cluster = cluster
+        self.extra = list(extra or [])
         self.dir = tempfile.mkdtemp(prefix=f"qg-redis-{self.port}-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -77,6 +86,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += self.extra
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
         )
@@ -90,8 +100,25 @@ class RedisServer:
                 time.sleep(0.01)
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
+    def signal(self, number: int) -> None:
+        """Send ``number`` (SIGSTOP, SIGCONT, SIGKILL...) to this server's own PID."""
+        assert self.process is not None
+        os.kill(self.process.pid, number)
+
+    def kill(self) -> None:
+        """SIGKILL this server (no shutdown, no save) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A plain client of this one node."""
+        return redis.Redis(HOST, self.port, socket_timeout=5, **options)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped server cannot terminate
             self.process.terminate()
             try:
                 self.process.wait(5)
@@ -114,10 +141,12 @@ class RedisServer:
 
 
 class RedisClusterServers:
-    """Three cluster-enabled redis-server processes joined into one cluster."""
+    """Cluster-enabled redis-server processes joined into one cluster: three primaries,
+    and ``replicas`` replicas of each; ``extra`` adds redis-server arguments."""
 
-    def __init__(self) -> None:
-        self.nodes = [RedisServer(cluster=True) for _ in range(3)]
+    def __init__(self, replicas: int = 0, extra: list[str] | None = None) -> None:
+        self.replicas = replicas
+        self.nodes = [RedisServer(cluster=True, extra=extra) for _ in range(3 * (1 + replicas))]
 
     def start(self) -> RedisClusterServers:
         for node in self.nodes:
@@ -129,7 +158,7 @@ class RedisClusterServers:
                 "create",
                 *(f"{HOST}:{node.port}" for node in self.nodes),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -138,16 +167,36 @@ class RedisClusterServers:
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            states = []
-            for node in self.nodes:
-                with redis.Redis(HOST, node.port) as client:
-                    info = client.execute_command("CLUSTER", "INFO")
-                text = info.decode() if isinstance(info, bytes) else str(info)
-                states.append("cluster_state:ok" in text)
-            if all(states):
+            if self.healthy():
                 return self
             time.sleep(0.05)
         raise RuntimeError("redis cluster did not become ready")
+
+    def healthy(self, nodes: list[RedisServer] | None = None) -> bool:
+        """Whether every running node (or each of ``nodes``) says cluster_state:ok."""
+        for node in nodes or self.nodes:
+            if node.process is None:
+                continue
+            try:
+                with redis.Redis(HOST, node.port, socket_timeout=1) as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+            except redis.RedisError:
+                return False
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text:
+                return False
+        return True
+
+    def node_for(self, key: str) -> RedisServer:
+        """The primary that serves ``key``'s slot, as the first running node sees it."""
+        running = next(node for node in self.nodes if node.process is not None)
+        with running.client() as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    port = int(primary[1])
+                    return next(node for node in self.nodes if node.port == port)
+        raise LookupError(key)
 
     def cleanup(self) -> None:
         for node in self.nodes:
@@ -214,7 +263,7 @@ def sync_factory(kind: str) -> Callable[[Any], contextlib.AbstractContextManager
 
     @contextlib.contextmanager
     def factory(clock: Any) -> Iterator[RedisBackend]:
-        backend = RedisBackend(sync_client(kind), prefix=fresh_prefix())
+        backend = RedisBackend(sync_client(kind), prefix=fresh_prefix(), settings=PATIENT)
         try:
             yield backend
         finally:
@@ -232,7 +281,9 @@ def async_factory(kind: str) -> Callable[[Any], contextlib.AbstractContextManage
 
     @contextlib.contextmanager
     def factory(clock: Any) -> Iterator[AsyncRedisBackend]:
-        backend = LoopTrackingAsyncBackend(async_client(kind), prefix=fresh_prefix())
+        backend = LoopTrackingAsyncBackend(
+            async_client(kind), prefix=fresh_prefix(), settings=PATIENT
+        )
         try:
             yield backend
         finally:

@@ -3,8 +3,10 @@
 ``RedisBackend(redis.Redis(...))`` / ``AsyncRedisBackend(redis.asyncio.Redis(...))``, or
 by URI with `redis_backend_from_uri`: ``redis://``, ``rediss://``,
 ``redis+cluster://host:port[,host:port]`` and
-``redis+sentinel://host:port[,host:port]/service``. A ``prefix`` query parameter sets
-the key prefix (default ``qg``).
+``redis+sentinel://host:port[,host:port]/service``. Query parameters: ``prefix`` (the
+key prefix, default ``qg``) and the fields of `ClientSettings` (``timeout``,
+``socket_timeout``, ``socket_connect_timeout``, ``max_connections``, ``max_staleness``,
+``local_cache_size``).
 """
 
 from __future__ import annotations
@@ -18,20 +20,35 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError
 from redis.retry import Retry
 
 from quotaguard.clock import Clock
 from quotaguard.core.errors import ConfigurationError
 
 from .asyncio import AsyncRedisBackend
+from .eviction import EvictionHook
+from .settings import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_STALENESS,
+    DEFAULT_SOCKET_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    ClientSettings,
+)
 from .sync import RedisBackend
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_STALENESS",
     "DEFAULT_SOCKET_TIMEOUT",
+    "DEFAULT_TIMEOUT",
     "SCHEMES",
     "AsyncRedisBackend",
+    "ClientSettings",
     "RedisBackend",
     "client_from_uri",
     "redis_backend_from_uri",
@@ -40,13 +57,9 @@ __all__ = [
 SCHEMES = ("redis", "rediss", "redis+cluster", "redis+sentinel")
 """The URI schemes this backend accepts."""
 
-DEFAULT_SOCKET_TIMEOUT = 0.25
-"""Seconds a command may wait for Redis before it fails (``socket_timeout=`` in the URI)."""
-
-DEFAULT_CONNECT_TIMEOUT = 0.25
-"""Seconds to connect (``socket_connect_timeout=`` in the URI)."""
-
-_FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+_CLUSTER_REQUEST_TTL = 4
+"""Redirections and TRYAGAIN replies redis-py follows inside one attempt (its default,
+16, sleeps up to 0.4 s on TRYAGAIN; quotaguard retries within the call's budget)."""
 
 
 def _split(uri: str) -> tuple[str, str, list[tuple[str, int]], str, dict[str, str]]:
@@ -78,53 +91,82 @@ def _credentials(userinfo: str) -> dict[str, Any]:
     return {"username": unquote(user) or None, "password": unquote(password)}
 
 
-def client_from_uri(uri: str, *, asyncio: bool = False) -> tuple[Any, str]:
+def client_from_uri(uri: str, *, asyncio: bool = False, **settings: Any) -> tuple[Any, str]:
     """A redis-py client for ``uri`` and the key prefix it names.
 
-    Small socket timeouts by default (a dead Redis must not hang a request) and one
-    immediate reconnect attempt, so a restarted server is picked up transparently.
+    ``settings`` (keywords named like `ClientSettings` fields) override the URI's query.
+    """
+    client, prefix, _ = _connect(uri, asyncio, settings)
+    return client, prefix
+
+
+def _connect(uri: str, asyncio: bool, settings: dict[str, Any]) -> tuple[Any, str, ClientSettings]:
+    """A redis-py client for ``uri``, the key prefix and the `ClientSettings` it names.
+
+    Small timeouts by default (a dead Redis must not hang a request); the client itself
+    never retries (redis-py's cluster retries sleep and refresh the topology beyond any
+    budget): the backend retries within each call's budget instead.
     """
     scheme, userinfo, hosts, path, query = _split(uri)
     if scheme not in SCHEMES:
         raise ConfigurationError(f"unsupported redis URI scheme {scheme!r} in {uri!r}")
     prefix = query.pop("prefix", "qg")
-    options: dict[str, Any] = {
-        "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
-        "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
-    }
-    for name in _FLOAT_OPTIONS:
-        if name in query:
-            options[name] = float(query.pop(name))
+    config = ClientSettings.from_query(query, **settings)
+    options = config.client_options()
+    retry_class: Any = AsyncRetry if asyncio else Retry
+    no_retry = retry_class(NoBackoff(), 0, supported_errors=(ConnectionError,))
     if scheme in ("redis", "rediss"):
         parts = urlsplit(uri)
         clean = urlunsplit(parts._replace(query=urlencode(query)))
         module: Any = redis.asyncio if asyncio else redis
-        client = module.Redis.from_url(clean, retry=Retry(NoBackoff(), 1), **options)
-        return client, prefix
+        return module.Redis.from_url(clean, retry=no_retry, **options), prefix, config
     options.update(_credentials(userinfo))
     if scheme == "redis+cluster":
+        cluster: Any
         if asyncio:
             nodes: list[Any] = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in hosts]
-            return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options), prefix
-        sync_nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
-        return redis.cluster.RedisCluster(startup_nodes=sync_nodes, **options), prefix
+            cluster = redis.asyncio.cluster.RedisCluster(
+                startup_nodes=nodes,
+                retry=no_retry,
+                require_full_coverage=False,
+                reinitialize_steps=0,  # its re-initialisation closes every call's connection
+                **options,
+            )
+        else:
+            sync_nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
+            cluster = redis.cluster.RedisCluster(
+                startup_nodes=sync_nodes, retry=no_retry, require_full_coverage=False, **options
+            )
+        cluster.RedisClusterRequestTTL = _CLUSTER_REQUEST_TTL
+        return cluster, prefix, config
     service = path.strip("/") or query.pop("service_name", "")
     if not service:
         raise ConfigurationError(f"{uri!r}: name the sentinel service: redis+sentinel://h:p/name")
     sentinel_module: Any = redis.asyncio.sentinel if asyncio else redis.sentinel
+    timeouts = {name: options[name] for name in ("socket_timeout", "socket_connect_timeout")}
     sentinel = sentinel_module.Sentinel(
-        hosts,
-        socket_timeout=options["socket_timeout"],
-        socket_connect_timeout=options["socket_connect_timeout"],
+        hosts, sentinel_kwargs={**timeouts, "retry": no_retry}, **timeouts
     )
-    return sentinel.master_for(service, **options), prefix
+    return sentinel.master_for(service, retry=no_retry, **options), prefix, config
 
 
 def redis_backend_from_uri(
-    uri: str, *, asyncio: bool = False, clock: Clock | None = None
+    uri: str,
+    *,
+    asyncio: bool = False,
+    clock: Clock | None = None,
+    on_eviction_risk: EvictionHook | None = None,
+    **settings: Any,
 ) -> RedisBackend | AsyncRedisBackend:
-    """A Redis backend for ``uri`` (sync, or async with ``asyncio=True``)."""
-    client, prefix = client_from_uri(uri, asyncio=asyncio)
+    """A Redis backend for ``uri`` (sync, or async with ``asyncio=True``).
+
+    ``settings``: `ClientSettings` fields, overriding the URI's query parameters.
+    """
+    client, prefix, config = _connect(uri, asyncio, settings)
     if asyncio:
-        return AsyncRedisBackend(client, prefix=prefix, clock=clock)
-    return RedisBackend(client, prefix=prefix, clock=clock)
+        return AsyncRedisBackend(
+            client, prefix=prefix, clock=clock, settings=config, on_eviction_risk=on_eviction_risk
+        )
+    return RedisBackend(
+        client, prefix=prefix, clock=clock, settings=config, on_eviction_risk=on_eviction_risk
+    )

@@ -5,22 +5,26 @@ Only the I/O lives here; everything else is in `quotaguard.backends.redis.codec`
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Collection
 from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ResponseError
 
 from quotaguard.backends.base import LeaseRequest, MetaChange
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
-from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 
+from .boundary import retry_pause
 from .codec import (
     SCRIPTS,
     Call,
@@ -33,12 +37,20 @@ from .codec import (
     ScriptCall,
     unavailable,
 )
+from .edge import Edge
+from .eviction import EvictionHook
+from .migration import can_migrate, during_migration, migrating
+from .refresh import BackgroundRefresh
+from .settings import ClientSettings
 
 T = TypeVar("T")
 
 
 class AsyncRedisBackend(RedisBackendBase):
-    """The asyncio twin of `RedisBackend`, on ``redis.asyncio.Redis`` or ``RedisCluster``."""
+    """The asyncio twin of `RedisBackend`, on ``redis.asyncio.Redis`` or ``RedisCluster``.
+
+    Each call is cancelled when its ``settings.timeout`` budget runs out.
+    """
 
     def __init__(
         self,
@@ -46,11 +58,20 @@ class AsyncRedisBackend(RedisBackendBase):
         *,
         prefix: str = "qg",
         clock: Clock | None = None,
+        settings: ClientSettings | None = None,
+        on_eviction_risk: EvictionHook | None = None,
     ) -> None:
         super().__init__(prefix, clock)
         self.client = client
         """The redis-py asyncio client."""
+        self.edge = Edge(settings, on_eviction_risk)
+        """Settings, failure log, local answers and eviction check of this backend."""
+        self._gates: tuple[asyncio.AbstractEventLoop | None, asyncio.Semaphore] = (
+            None,
+            asyncio.Semaphore(self.edge.settings.max_connections),
+        )
         self._cluster = isinstance(client, RedisCluster)
+        self._refresh = BackgroundRefresh(client) if self._cluster else None
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in SCRIPTS.items()
         }
@@ -58,27 +79,108 @@ class AsyncRedisBackend(RedisBackendBase):
     def __repr__(self) -> str:
         return f"AsyncRedisBackend({self.client!r}, prefix={self.keys.prefix!r})"
 
+    def _gate(self) -> asyncio.Semaphore:
+        """The semaphore of the running loop (a semaphore belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        owner, gate = self._gates
+        if owner is not loop:
+            if owner is not None:
+                gate = asyncio.Semaphore(self.edge.settings.max_connections)
+            self._gates = (loop, gate)
+        return gate
+
     async def _run(self, operation: Operation[T]) -> T:
+        """Drive ``operation`` within the call's budget; only QuotaguardErrors leave."""
+        edge = self.edge
+        budget = edge.settings.timeout
+        if self._cluster and not edge.eviction_checked:
+            await self._discover()
+        deadline = time.monotonic() + budget
+        try:
+            async with asyncio.timeout(budget) as limit, self._gate():
+                if not edge.eviction_checked:
+                    await self._check_eviction()
+                return await self._drive(operation, deadline)
+        except QuotaguardError:
+            raise
+        except Exception as error:
+            if isinstance(error, TimeoutError) and limit.expired():
+                raise BackendUnavailable(
+                    f"redis: no answer within the {budget:g} s budget"
+                ) from error
+            edge.failures.record(error)
+            raise unavailable(error) from error
+
+    async def _bounded(self, call: Call, deadline: float) -> Any:
+        """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
+
+        On a cluster, a decide that meets its slot in migration is made again in its
+        single-key form (see `quotaguard.backends.redis.migration`).
+        """
+        attempt = 0
+        single_keys = False
+        while True:
+            try:
+                if single_keys:
+                    return await self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
+                return await self._execute(call)
+            except QuotaguardError:
+                raise
+            except Exception as error:
+                if self._refresh is not None:
+                    self._refresh.after_failure(error)
+                if self._cluster and migrating(error) and can_migrate(call):
+                    single_keys = True
+                pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
+                if pause is None:
+                    self.edge.failures.record(error)
+                    raise unavailable(error) from error
+            attempt += 1
+            await asyncio.sleep(pause)
+
+    async def _drive(self, operation: Operation[T], deadline: float) -> T:
+        """Run ``operation``, each of its calls bounded by ``deadline``."""
         try:
             call = next(operation)
             while True:
-                call = operation.send(await self._execute(call))
+                call = operation.send(await self._bounded(call, deadline))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    async def _execute(self, call: Call) -> Any:
+    async def _discover(self) -> None:
+        """Learn the cluster's topology once, before the first call's budget starts.
+
+        Bounded by the connect and socket timeouts of each startup node tried.
+        """
         try:
-            if isinstance(call, ScriptCall):
-                return await self._evalsha(call)
-            if isinstance(call, CommandCall):
-                return await self.client.execute_command(*call.args)
-            if isinstance(call, ScanCall):
-                return await self._scan(call)
-            if isinstance(call, NodesCall):
-                return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
-            return await self._reserve(call)
-        except RedisError as error:
+            await self.client.initialize()
+        except Exception as error:
+            self.edge.failures.record(error)
             raise unavailable(error) from error
+
+    async def _check_eviction(self) -> None:
+        try:
+            if self._cluster:
+                info = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            else:
+                info = await self.client.info("memory")
+        except ResponseError:  # managed servers may refuse INFO: then say nothing
+            self.edge.eviction_checked = True
+            return
+        except Exception:  # unreachable: check at the next call
+            return
+        self.edge.checked_eviction(info)
+
+    async def _execute(self, call: Call) -> Any:
+        if isinstance(call, ScriptCall):
+            return await self._evalsha(call)
+        if isinstance(call, CommandCall):
+            return await self.client.execute_command(*call.args)
+        if isinstance(call, ScanCall):
+            return await self._scan(call)
+        if isinstance(call, NodesCall):
+            return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
+        return await self._reserve(call)
 
     async def _evalsha(self, call: ScriptCall) -> Any:
         """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
@@ -132,10 +234,20 @@ class AsyncRedisBackend(RedisBackendBase):
         lease: LeaseRequest | None,
         shadow: bool,
     ) -> Decision:
-        """See `quotaguard.backends.base.Backend.decide`."""
-        return await self._run(
-            self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
-        )
+        """See `RedisBackend.decide`."""
+        edge = self.edge
+        operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+        try:
+            decision = await self._run(
+                edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
+            )
+        except BackendUnavailable as error:
+            return edge.outage_answer(
+                error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
+            )
+        if decision.outcome is Outcome.DENIED:
+            edge.local.remember(catalogue, decision, plan, shadow, now)
+        return decision
 
     async def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
@@ -160,10 +272,12 @@ class AsyncRedisBackend(RedisBackendBase):
 
     async def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
         """See `quotaguard.backends.base.Backend.update_meta`."""
+        self.edge.local.forget(customer)
         return await self._run(self._update_meta(customer, change))
 
     async def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `quotaguard.backends.base.Backend.reset`."""
+        self.edge.local.forget(customer)
         await self._run(self._reset(customer, limits))
 
     async def record_audit(self, customer: str, entry: AuditEntry) -> None:

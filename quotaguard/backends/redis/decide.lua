@@ -33,9 +33,14 @@
 --
 -- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles.
 
-local version = redis.call('HGET', KEYS[1], 'v') or ''
-if version ~= ARGV[2] then
-  return {0, version, redis.call('HGET', KEYS[1], 'm')}
+-- While the customer's slot migrates between cluster nodes, the caller reads the
+-- settings itself and sends KEYS[1] = KEYS[2] (one key, served wherever the state is)
+-- and no KEYS[3] (it writes the lease record itself): see migration.py.
+if KEYS[1] ~= KEYS[2] then
+  local version = redis.call('HGET', KEYS[1], 'v') or ''
+  if version ~= ARGV[2] then
+    return {0, version, redis.call('HGET', KEYS[1], 'm')}
+  end
 end
 
 local now = clock(ARGV[3])
@@ -297,7 +302,7 @@ if not allowed then
 end
 
 store_sections(KEYS[2], names, news, extras, expiry, now, blob)
-if token ~= '' then
+if token ~= '' and KEYS[3] then
   redis.call('SET', KEYS[3], string.format('%d', now + 2 * tonumber(ARGV[8])) .. ','
     .. string.format('%d', now), 'PX', math.ceil(2 * tonumber(ARGV[8]) / 1000))
 end

@@ -5,22 +5,26 @@ Only the I/O lives here; everything else is in `quotaguard.backends.redis.codec`
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Collection
 from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ResponseError
 
 from quotaguard.backends.base import LeaseRequest, MetaChange
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
-from quotaguard.core.decision import Decision, LimitStatus, Settlement
+from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 
+from .boundary import retry_pause
 from .codec import (
     SCRIPTS,
     Call,
@@ -33,6 +37,10 @@ from .codec import (
     ScriptCall,
     unavailable,
 )
+from .edge import Edge
+from .eviction import EvictionHook
+from .migration import can_migrate, during_migration, migrating
+from .settings import ClientSettings
 
 T = TypeVar("T")
 
@@ -42,7 +50,9 @@ class RedisBackend(RedisBackendBase):
 
     One script call per decision. ``client`` is a ``redis.Redis`` or
     ``redis.cluster.RedisCluster``; ``prefix`` starts every key; without ``clock`` the
-    Redis server's ``TIME`` is the clock.
+    Redis server's ``TIME`` is the clock. ``settings`` bound each call (time budget,
+    calls in flight) and size the local cache of denials; ``on_eviction_risk`` is called
+    once if the server's ``maxmemory-policy`` can evict quotaguard's keys.
     """
 
     def __init__(
@@ -51,10 +61,15 @@ class RedisBackend(RedisBackendBase):
         *,
         prefix: str = "qg",
         clock: Clock | None = None,
+        settings: ClientSettings | None = None,
+        on_eviction_risk: EvictionHook | None = None,
     ) -> None:
         super().__init__(prefix, clock)
         self.client = client
         """The redis-py client."""
+        self.edge = Edge(settings, on_eviction_risk)
+        """Settings, failure log, local answers and eviction check of this backend."""
+        self._gate = threading.BoundedSemaphore(self.edge.settings.max_connections)
         self._cluster = isinstance(client, RedisCluster)
         self._scripts: dict[str, Script] = {
             name: client.register_script(source) for name, source in SCRIPTS.items()
@@ -64,26 +79,85 @@ class RedisBackend(RedisBackendBase):
         return f"RedisBackend({self.client!r}, prefix={self.keys.prefix!r})"
 
     def _run(self, operation: Operation[T]) -> T:
+        """Drive ``operation`` within the call's budget; only QuotaguardErrors leave."""
+        edge = self.edge
+        budget = edge.settings.timeout
+        deadline = time.monotonic() + budget
+        if not self._gate.acquire(timeout=budget):
+            raise BackendUnavailable(
+                f"redis: no free connection within the {budget:g} s budget "
+                f"(max_connections={edge.settings.max_connections})"
+            )
+        try:
+            if not edge.eviction_checked:
+                self._check_eviction()
+            return self._drive(operation, deadline)
+        except QuotaguardError:
+            raise
+        except Exception as error:
+            edge.failures.record(error)
+            raise unavailable(error) from error
+        finally:
+            self._gate.release()
+
+    def _bounded(self, call: Call, deadline: float) -> Any:
+        """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
+
+        On a cluster, a decide that meets its slot in migration is made again in its
+        single-key form (see `quotaguard.backends.redis.migration`).
+        """
+        attempt = 0
+        single_keys = False
+        while True:
+            try:
+                if single_keys:
+                    return self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
+                return self._execute(call)
+            except QuotaguardError:
+                raise
+            except Exception as error:
+                if self._cluster and migrating(error) and can_migrate(call):
+                    single_keys = True
+                pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
+                if pause is None:
+                    self.edge.failures.record(error)
+                    raise unavailable(error) from error
+            attempt += 1
+            if pause:
+                time.sleep(pause)
+
+    def _drive(self, operation: Operation[T], deadline: float) -> T:
+        """Run ``operation``, each of its calls bounded by ``deadline``."""
         try:
             call = next(operation)
             while True:
-                call = operation.send(self._execute(call))
+                call = operation.send(self._bounded(call, deadline))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    def _execute(self, call: Call) -> Any:
+    def _check_eviction(self) -> None:
         try:
-            if isinstance(call, ScriptCall):
-                return self._evalsha(call)
-            if isinstance(call, CommandCall):
-                return self.client.execute_command(*call.args)  # type: ignore[no-untyped-call]
-            if isinstance(call, ScanCall):
-                return self._scan(call)
-            if isinstance(call, NodesCall):
-                return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
-            return self._reserve(call)
-        except RedisError as error:
-            raise unavailable(error) from error
+            if self._cluster:
+                info = self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            else:
+                info = self.client.info("memory")
+        except ResponseError:  # managed servers may refuse INFO: then say nothing
+            self.edge.eviction_checked = True
+            return
+        except Exception:  # unreachable: check at the next call
+            return
+        self.edge.checked_eviction(info)
+
+    def _execute(self, call: Call) -> Any:
+        if isinstance(call, ScriptCall):
+            return self._evalsha(call)
+        if isinstance(call, CommandCall):
+            return self.client.execute_command(*call.args)  # type: ignore[no-untyped-call]
+        if isinstance(call, ScanCall):
+            return self._scan(call)
+        if isinstance(call, NodesCall):
+            return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
+        return self._reserve(call)
 
     def _evalsha(self, call: ScriptCall) -> Any:
         """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
@@ -137,8 +211,25 @@ class RedisBackend(RedisBackendBase):
         lease: LeaseRequest | None,
         shadow: bool,
     ) -> Decision:
-        """See `quotaguard.backends.base.Backend.decide`."""
-        return self._run(self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow))
+        """See `quotaguard.backends.base.Backend.decide`.
+
+        A denial remembered from Redis may answer without a round trip (see
+        `quotaguard.backends.redis.local`); while Redis is unreachable, a known revocation
+        or denial answers instead of `BackendUnavailable`.
+        """
+        edge = self.edge
+        operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+        try:
+            decision = self._run(
+                edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
+            )
+        except BackendUnavailable as error:
+            return edge.outage_answer(
+                error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
+            )
+        if decision.outcome is Outcome.DENIED:
+            edge.local.remember(catalogue, decision, plan, shadow, now)
+        return decision
 
     def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
@@ -163,10 +254,12 @@ class RedisBackend(RedisBackendBase):
 
     def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
         """See `quotaguard.backends.base.Backend.update_meta`."""
+        self.edge.local.forget(customer)
         return self._run(self._update_meta(customer, change))
 
     def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `quotaguard.backends.base.Backend.reset`."""
+        self.edge.local.forget(customer)
         self._run(self._reset(customer, limits))
 
     def record_audit(self, customer: str, entry: AuditEntry) -> None:
