@@ -14,7 +14,14 @@ from typing import Any, TypeAlias
 import attrs
 
 from quotaguard.core.errors import ConfigurationError
-from quotaguard.core.rates import SECOND_US, Rate, parse_duration, parse_rate
+from quotaguard.core.rates import (
+    MAX_AMOUNT,
+    MAX_DURATION_US,
+    SECOND_US,
+    Rate,
+    parse_duration,
+    parse_rate,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -29,20 +36,37 @@ def check_name(value: str, what: str) -> str:
     """Validate a limit, plan or scope name: 1-64 of ``A-Z a-z 0-9 _ . -``."""
     if not isinstance(value, str) or not _NAME.match(value):
         raise ConfigurationError(
-            f"{what} name {value!r} is invalid: use 1-64 characters from A-Z a-z 0-9 _ . - "
-            "starting with a letter or digit"
+            f"{what} name {_shown(value)} is invalid: use 1-64 characters from "
+            "A-Z a-z 0-9 _ . - starting with a letter or digit"
         )
-    return value
+    return str.__str__(value)  # a plain str, even from a str subclass
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to a length fit for an error message."""
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigurationError(f"{what} must be a positive integer, got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
+        raise ConfigurationError(
+            f"{what} must be a positive integer, got {_shown(value)} (at most 2**53)"
+        )
+    return int(value)
 
 
 def _rate(value: str | Rate) -> Rate:
-    return value if isinstance(value, Rate) else parse_rate(value)
+    if not isinstance(value, Rate):
+        return parse_rate(value)
+    _positive_int(value.amount, "rate amount")
+    period = value.period_us
+    if isinstance(period, bool) or not isinstance(period, int) or not 0 < period <= MAX_DURATION_US:
+        raise ConfigurationError(f"rate period must be 1 to 2**52 microseconds, got {period!r}")
+    return value
 
 
 def _limit_name(value: str) -> str:
@@ -92,6 +116,14 @@ class TokenBucket:
     @interval_us.default
     def _interval(self) -> float:
         return self.refill.period_us / self.refill.amount
+
+    def __attrs_post_init__(self) -> None:
+        if self.capacity * self.interval_us > MAX_DURATION_US:
+            raise ConfigurationError(
+                f"token bucket {self.name!r}: refilling {self.capacity} units at "
+                f"{self.refill.amount} per {self.refill.period_seconds:g}s takes more than "
+                "142 years"
+            )
 
     @property
     def kind(self) -> str:

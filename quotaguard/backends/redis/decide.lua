@@ -17,15 +17,16 @@
 -- Reply:   {0, version, json}  the stored settings differ from ARGV[2]: resolve again
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), nil when
---          empty: a token bucket's tat (integer); a rolling window's buckets as a flat
+--          empty: a token bucket's tat (integer), or {tat, carry}; a rolling window's buckets as a flat
 --          array {total, start_1, count_1, ...} (quotaguard.core's tuple), or, when the
 --          caller need not walk them, only {total, first, 0, last, last_count} or
 --          {total, last, last_count}; a concurrency limit's "lease,expiry;" text.
 --          Numbers that are not whole are sent as '%.17g' strings.
 --
 -- State: one string of sections, one per limit name, kept for names outside the plan
--- too: byte #name, name, uint32le #state, state. A token bucket's state is its tat
--- (double); a rolling window's is a head of five doubles (total, first start, last
+-- too: byte #name, name|meaning, uint32le #state, state (see state.lua; a state whose
+-- meaning differs from the plan's limit is converted first). A token bucket's state is
+-- its tat (double), then its carry (double) when not 0; a rolling window's is a head of five doubles (total, first start, last
 -- start, last count, step) then every bucket but the last, oldest first, each a varint
 -- x = count * 4 + flags (flags 2: x carries no count, a double follows; flags 1: the
 -- next bucket starts a zigzag varint delta later instead of step); a concurrency limit's is
@@ -48,17 +49,30 @@ for i = 1, n do
   local name = plan[base + 2]
   kinds[i], names[i], pa[i], pb[i], pc[i] =
     plan[base + 1], name, plan[base + 3], plan[base + 4], plan[base + 5]
-  in_plan[name] = true
+  in_plan[base_name(name)] = true
 end
 
--- the stored sections
+-- the stored sections, each as its limit now reads it (converted when its meaning
+-- differs: see state.lua)
 local blob = redis.call('GET', KEYS[2])
-local sections, extras = read_sections(blob, in_plan)
+local stored, extras, fulls = read_sections(blob, in_plan)
+local sections = {}
+for i = 1, n do
+  local name = base_name(names[i])
+  sections[i] = convert(fulls[name], stored[name], names[i], kinds[i], pa[i], pb[i], pc[i], now)
+end
 
 -- a number for the reply: whole numbers as integers, others exactly as text
 local function out(x)
   if x == floor(x) then return x end
   return string.format('%.17g', x)
+end
+
+-- a token bucket's state for the reply: tat, or {tat, carry}
+local function tb_out(s)
+  local tat, carry = tb_read(s)
+  if carry == 0 then return out(tat) end
+  return {out(tat), out(carry)}
 end
 
 -- one ring entry: count, delta to the next bucket's start, position after it
@@ -166,11 +180,11 @@ end
 if ARGV[1] == 'p' then
   local reply = {1, now, 1}
   for i = 1, n do
-    local s = sections[names[i]]
+    local s = sections[i]
     if s == nil then
       reply[3 + i] = false
     elseif kinds[i] == 't' then
-      reply[3 + i] = out(unpack_('<d', s))
+      reply[3 + i] = tb_out(s)
     elseif kinds[i] == 'r' then
       reply[3 + i] = rw_flat(rw_read(s))
     else
@@ -220,25 +234,24 @@ local walk = {}
 for i = 1, n do
   local kind = kinds[i]
   local cost = costs[i]
-  local raw = sections[names[i]]
+  local raw = sections[i]
   if kind == 't' then
     local interval, capacity = pa[i], pb[i]
-    local tat = nil
-    if raw then tat = unpack_('<d', raw) end
-    local backlog = 0.0
-    if tat ~= nil and tat > now then backlog = tat - now end
+    local tat, carry = nil, 0
+    if raw then tat, carry = tb_read(raw) end
+    local backlog = tb_backlog(tat, carry, now)
     local needed = backlog + cost * interval
-    if needed > capacity * interval then
+    local burst = capacity * interval
+    if needed > burst + burst * TB_SLACK + TB_EPSILON * interval then
       allowed = false
       if now + backlog > expiry then expiry = now + backlog end
     elseif needed <= 0 then
       news[i] = false
     else
-      local new_tat = now + floor(needed)
-      if new_tat > now then news[i] = pack('<d', new_tat) else news[i] = false end
-      if new_tat > expiry then expiry = new_tat end
+      news[i] = tb_state(now, needed)
+      if now + math.ceil(needed) > expiry then expiry = now + math.ceil(needed) end
     end
-    if tat == nil then reply[3 + i] = false else reply[3 + i] = out(tat) end
+    if raw then reply[3 + i] = tb_out(raw) else reply[3 + i] = false end
   elseif kind == 'r' then
     local quota, window, g = pa[i], pb[i], pc[i]
     local st = nil
@@ -280,7 +293,7 @@ end
 
 for i = 1, n do
   local st = reply[3 + i]
-  if type(st) == 'table' then
+  if kinds[i] == 'r' and type(st) == 'table' then
     if (not allowed) or walk[i] then
       reply[3 + i] = rw_flat(st)
     elseif st[2] == st[3] then
@@ -299,6 +312,6 @@ end
 store_sections(KEYS[2], names, news, extras, expiry, now, blob)
 if token ~= '' then
   redis.call('SET', KEYS[3], string.format('%d', now + 2 * tonumber(ARGV[8])) .. ','
-    .. string.format('%d', now), 'PX', math.ceil(2 * tonumber(ARGV[8]) / 1000))
+    .. string.format('%d', now), 'PX', millis(math.ceil(2 * tonumber(ARGV[8]) / 1000)))
 end
 return reply
