@@ -36,13 +36,13 @@ def check_name(value: str, what: str) -> str:
     """Validate a limit, plan or scope name: 1-64 of ``A-Z a-z 0-9 _ . -``."""
     if not isinstance(value, str) or not _NAME.match(value):
         raise ConfigurationError(
-            f"{what} name {_shown(value)} is invalid: use 1-64 characters from "
+            f"{what} name {shown(value)} is invalid: use 1-64 characters from "
             "A-Z a-z 0-9 _ . - starting with a letter or digit"
         )
     return str.__str__(value)  # a plain str, even from a str subclass
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """``repr(value)``, cut to a length fit for an error message."""
     try:
         text = repr(value)
@@ -54,7 +54,7 @@ def _shown(value: object) -> str:
 def _positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
         raise ConfigurationError(
-            f"{what} must be a positive integer, got {_shown(value)} (at most 2**53)"
+            f"{what} must be a positive integer, got {shown(value)} (at most 2**53)"
         )
     return int(value)
 
@@ -296,6 +296,15 @@ def charge(limit: Limit, cost: Cost) -> float:
     if isinstance(cost, Mapping):
         return cost.get(limit.unit, 1 if limit.unit == "requests" else 0)
     return cost
+
+
+def same_cost(first: Cost, second: Cost) -> bool:
+    """Whether two costs are the same amounts (``1 == 1.0``; mappings unit by unit)."""
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        if not (isinstance(first, Mapping) and isinstance(second, Mapping)):
+            return False
+        return dict(first) == dict(second)
+    return first == second
 
 
 def _limits(value: Iterable[Limit]) -> tuple[Limit, ...]:
