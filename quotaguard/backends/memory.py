@@ -26,7 +26,7 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
 from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import ConfigurationError, LeaseError
-from quotaguard.core.meaning import convert, meaning
+from quotaguard.core.meaning import convert, meaning, slot, slot_name
 from quotaguard.core.policy import Cost, Plan
 
 from .base import LeaseRequest, MetaChange
@@ -34,7 +34,7 @@ from .base import LeaseRequest, MetaChange
 # A customer's record: [expires_us, limits, other limits' states or None, *states].
 # The states line up with the limits they were computed for; states of limits outside
 # the current plan (after a plan change, or a revoked customer's scope plan) wait in the
-# dict at index 2, by name, as (meaning, state): see quotaguard.core.meaning.
+# dict at index 2, by slot (name and kind), as (meaning, state): see quotaguard.core.meaning.
 _EXPIRES, _LIMITS, _EXTRAS, _STATES = 0, 1, 2, 3
 _new = tuple.__new__
 Record = list[Any]
@@ -178,6 +178,9 @@ class MemoryBackend:
                     self._leases[lease[0]] = _LeaseRecord(
                         customer, target, cost, now, now + ttl, now + 2 * ttl
                     )
+            elif record is not None and record[_LIMITS] is not target.limits:
+                # the first decision under a changed definition keeps its conversion
+                self._store(customer, record, target, list(states), expiry)
         self._calls += 1
         if not self._calls & 15:
             self._sweep(now)
@@ -253,17 +256,17 @@ class MemoryBackend:
         kept = self._kept(record)
         states = []
         for limit in plan.limits:
-            found = kept.get(limit.name)
+            found = kept.get(slot(limit))
             states.append(None if found is None else convert(found[0], found[1], limit, now))
         return states
 
     @staticmethod
     def _kept(record: Record) -> dict[str, tuple[str, Any]]:
-        """Every stored state of ``record`` by limit name, as (meaning, state)."""
+        """Every stored state of ``record`` by slot, as (meaning, state)."""
         kept: dict[str, tuple[str, Any]] = dict(record[_EXTRAS] or {})
         for limit, state in zip(record[_LIMITS], record[_STATES:], strict=True):
             if state is not None:
-                kept[limit.name] = (meaning(limit), state)
+                kept[slot(limit)] = (meaning(limit), state)
         return kept
 
     def _store(
@@ -284,8 +287,8 @@ class MemoryBackend:
             record[_STATES:] = states
             return
         others = self._kept(record)
-        for name in plan.names:
-            others.pop(name, None)
+        for limit in plan.limits:
+            others.pop(slot(limit), None)
         if others and record[_EXPIRES] > expiry:
             expiry = record[_EXPIRES]
         record[_EXPIRES] = expiry
@@ -332,7 +335,7 @@ class MemoryBackend:
                     record[_STATES + index] = None
             if record[_EXTRAS]:
                 record[_EXTRAS] = {
-                    k: v for k, v in record[_EXTRAS].items() if k not in limits
+                    k: v for k, v in record[_EXTRAS].items() if slot_name(k) not in limits
                 } or None
 
     def record_audit(self, customer: str, entry: AuditEntry) -> None:

@@ -49,7 +49,7 @@ for i = 1, n do
   local name = plan[base + 2]
   kinds[i], names[i], pa[i], pb[i], pc[i] =
     plan[base + 1], name, plan[base + 3], plan[base + 4], plan[base + 5]
-  in_plan[base_name(name)] = true
+  in_plan[slot(name)] = true
 end
 
 -- the stored sections, each as its limit now reads it (converted when its meaning
@@ -57,9 +57,11 @@ end
 local blob = redis.call('GET', KEYS[2])
 local stored, extras, fulls = read_sections(blob, in_plan)
 local sections = {}
+local converted = false
 for i = 1, n do
-  local name = base_name(names[i])
+  local name = slot(names[i])
   sections[i] = convert(fulls[name], stored[name], names[i], kinds[i], pa[i], pb[i], pc[i], now)
+  if stored[name] and fulls[name] ~= names[i] then converted = true end
 end
 
 -- a number for the reply: whole numbers as integers, others exactly as text
@@ -306,6 +308,9 @@ end
 
 if not allowed then
   reply[3] = 0
+  if converted then  -- the first decision under a changed definition keeps its conversion
+    store_sections(KEYS[2], names, sections, extras, expiry, now, blob)
+  end
   return reply
 end
 

@@ -30,7 +30,7 @@ local n = 0
 for k, name, a, b, c in string.gmatch(ARGV[4], '(%a) (%S+) (%S+) (%S+) (%S+)') do
   n = n + 1
   kinds[n], names[n], pa[n], pb[n], pc[n] = k, name, tonumber(a), tonumber(b), tonumber(c)
-  in_plan[base_name(name)] = true
+  in_plan[slot(name)] = true
 end
 local deltas = {}
 for x in string.gmatch(ARGV[5], '%S+') do deltas[#deltas + 1] = tonumber(x) end
@@ -43,7 +43,7 @@ local news = {}
 for i = 1, n do
   local kind = kinds[i]
   local delta = deltas[i]
-  local name = base_name(names[i])
+  local name = slot(names[i])
   local state = convert(fulls[name], stored[name], names[i], kind, pa[i], pb[i], pc[i], now)
   if kind == 't' then
     local interval = pa[i]

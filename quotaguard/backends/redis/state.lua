@@ -19,13 +19,19 @@ end
 -- A section's name is the limit's name, '|', and the meaning of its state (the kind and
 -- the parameters that give its numbers their sense, see quotaguard.core.meaning):
 -- 't:<unit>:<interval_us>:<capacity>', 'r:<unit>:<granularity_us>' or 'c'.
+-- A limit of another kind has a section of its own: sections are found by slot, the name
+-- and the kind letter ('burst|t').
 local function base_name(full)
   return string.match(full, '^[^|]*')
 end
 
--- the states of a state string by limit name, the whole sections whose names are not
--- in `keep` (kept as they are when the string is written back), and each state's full
--- section name (with its meaning) by limit name
+local function slot(full)
+  return string.match(full, '^[^|]*|?%a?')
+end
+
+-- the states of a state string by slot, the whole sections whose slots (or names) are
+-- not in `keep` (kept as they are when the string is written back), and each state's
+-- full section name (with its meaning) by slot
 local function read_sections(blob, keep)
   local states, others, fulls = {}, {}, {}
   if blob then
@@ -33,11 +39,11 @@ local function read_sections(blob, keep)
     while pos <= len do
       local nl = byte(blob, pos)
       local full = sub(blob, pos + 1, pos + nl)
-      local name = base_name(full)
+      local key = slot(full)
       local stop = pos + nl + 4 + unpack_('<I4', blob, pos + nl + 1)
-      states[name] = sub(blob, pos + nl + 5, stop)
-      fulls[name] = full
-      if not keep[name] then others[#others + 1] = sub(blob, pos, stop) end
+      states[key] = sub(blob, pos + nl + 5, stop)
+      fulls[key] = full
+      if not (keep[key] or keep[base_name(full)]) then others[#others + 1] = sub(blob, pos, stop) end
       pos = stop + 1
     end
   end
