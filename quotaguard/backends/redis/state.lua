@@ -58,7 +58,7 @@ end
 
 -- write the non-empty states of `names` (false or nil: empty) and the `others` sections
 -- back to `key`, expiring when the last state stops mattering (never before the
--- others' current TTL); delete the key when nothing is left and it `existed`
+-- others' current TTL, nor within a second); delete the key when nothing is left and it `existed`
 local function store_sections(key, names, states, others, expiry, now, existed)
   local parts = {}
   for i = 1, #names do
@@ -77,7 +77,9 @@ local function store_sections(key, names, states, others, expiry, now, existed)
     local current = redis.call('PTTL', key)
     if current > ttl then ttl = current end
   end
-  if ttl < 1 then ttl = 1 end
+  -- at least a second: a state that matters for microseconds (a bucket refilling faster
+  -- than one unit per microsecond) must outlive the call's clock against the server's
+  if ttl < 1000 then ttl = 1000 end
   redis.call('SET', key, table.concat(parts), 'PX', millis(ttl))
 end
 
