@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 
 from quotaguard._version import __version__
 from quotaguard.backends.base import Backend
+from quotaguard.core import inputs
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta
 from quotaguard.core.errors import (
@@ -211,9 +212,10 @@ def _unknown(customer: str) -> CLIError:
 
 
 def _check_customer(customer: str) -> str:
-    if not customer:
-        raise CLIError(EXIT_INVALID, "customer must be a non-empty string")
-    return customer
+    try:
+        return inputs.customer_id(customer)
+    except InvalidRequestError as error:
+        raise CLIError(EXIT_INVALID, str(error)) from None
 
 
 def _usage_or_none(guard: Guard, customer: str, plan: str | None = None) -> Usage | None:
@@ -419,8 +421,8 @@ def _override_value(text: str) -> int | str | None:
     value = text.strip()
     if value.lower() == "none":
         return None
-    if value.lstrip("+-").isdigit():
-        number = int(value)
+    if value.lstrip("+-").isascii() and value.lstrip("+-").isdigit():
+        number = int(value) if len(value) < 20 else 2**64  # the guard refuses it by name
         if number <= 0:
             raise CLIError(EXIT_INVALID, f"a quota must be a positive integer, got {text!r}")
         return number
@@ -456,7 +458,7 @@ def _cmd_override(args: argparse.Namespace) -> int:
             ) from None
         try:
             overridden_limit(current, value)  # validate before changing anything
-        except ConfigurationError as error:
+        except (ConfigurationError, InvalidRequestError) as error:
             raise CLIError(EXIT_INVALID, str(error)) from None
     guard.override(customer, args.limit, value, plan=args.plan, actor=args.actor)
     if value is None:
@@ -476,6 +478,10 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if not reason:
         raise CLIError(EXIT_INVALID, "--reason must not be empty: it is shown to the customer")
+    try:
+        inputs.text(reason, "--reason")
+    except InvalidRequestError as error:
+        raise CLIError(EXIT_INVALID, str(error)) from None
     scopes: dict[str, str] = {}
     for scope, plan in args.allow_scope:
         try:
