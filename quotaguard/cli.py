@@ -56,6 +56,7 @@ from quotaguard.core.errors import (
     ConfigurationError,
     InvalidRequestError,
     QuotaguardError,
+    shown,
 )
 from quotaguard.core.policy import Limit, check_name
 from quotaguard.guard import Guard, Usage, overridden_limit
@@ -393,7 +394,7 @@ def check_limit_name(catalogue: PlanCatalogue, name: str) -> str:
     if name not in names:
         raise CLIError(
             EXIT_INVALID,
-            f"unknown limit {name!r}; the plans have {', '.join(names) or 'no limits'}",
+            f"unknown limit {shown(name)}; the plans have {', '.join(names) or 'no limits'}",
         )
     return name
 

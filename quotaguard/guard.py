@@ -35,6 +35,7 @@ from quotaguard.core.errors import (
     ConfigurationError,
     InvalidRequestError,
     UnknownLimitError,
+    shown,
 )
 from quotaguard.core.policy import (
     Concurrency,
@@ -43,7 +44,6 @@ from quotaguard.core.policy import (
     Plan,
     RollingWindow,
     TokenBucket,
-    shown,
 )
 from quotaguard.core.rates import MAX_AMOUNT, parse_duration, parse_rate
 

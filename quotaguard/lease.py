@@ -19,7 +19,7 @@ import attrs
 
 from quotaguard.core import inputs
 from quotaguard.core.decision import Decision, Settlement
-from quotaguard.core.errors import ConfigurationError, QuotaExceeded, QuotaguardError
+from quotaguard.core.errors import ConfigurationError, QuotaExceeded, QuotaguardError, shown
 from quotaguard.core.policy import Cost
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ _L = TypeVar("_L", bound="_LeaseBase")
 
 def _check_policy(value: str, what: str) -> ExitPolicy:
     if not isinstance(value, str) or value not in _POLICIES:
-        raise ConfigurationError(f"{what} must be 'estimate' or 'refund', got {value!r}")
+        raise ConfigurationError(f"{what} must be 'estimate' or 'refund', got {shown(value)}")
     return value  # type: ignore[return-value]
 
 

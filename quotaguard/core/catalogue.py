@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from quotaguard.core.errors import ConfigurationError, UnknownPlanError
-from quotaguard.core.policy import Concurrency, Limit, Plan, RollingWindow, TokenBucket, shown
+from quotaguard.core.errors import ConfigurationError, UnknownPlanError, shown
+from quotaguard.core.policy import Concurrency, Limit, Plan, RollingWindow, TokenBucket
 
 logger = logging.getLogger("quotaguard")
 
@@ -146,7 +146,9 @@ class PlanCatalogue:
         plans = [_plan(name, body, source) for name, body in plans_data.items()]
         default = data.get("default_plan")
         if default is not None and not isinstance(default, str):
-            raise ConfigurationError(f"{source}: default_plan must be a string, got {default!r}")
+            raise ConfigurationError(
+                f"{source}: default_plan must be a string, got {shown(default)}"
+            )
         try:
             return cls(plans, default=default)
         except ConfigurationError as error:
@@ -154,14 +156,14 @@ class PlanCatalogue:
 
 
 def _plan(name: str, body: Any, source: str) -> Plan:
-    where = f"{source}: plan {name!r}"
+    where = f"{source}: plan {shown(name)}"
     if not isinstance(body, Mapping):
-        raise ConfigurationError(f"{where}: expected a table, got {body!r}")
+        raise ConfigurationError(f"{where}: expected a table, got {shown(body)}")
     shadow = body.get("shadow", False)
     if not isinstance(shadow, bool):
-        raise ConfigurationError(f"{where}: shadow must be true or false, got {shadow!r}")
+        raise ConfigurationError(f"{where}: shadow must be true or false, got {shown(shadow)}")
     limits = [
-        _limit(limit_name, spec, f"{where}, limit {limit_name!r}")
+        _limit(limit_name, spec, f"{where}, limit {shown(limit_name)}")
         for limit_name, spec in body.items()
         if limit_name not in _PLAN_KEYS
     ]
@@ -175,12 +177,12 @@ def _limit(name: str, spec: Any, where: str) -> Limit:
     if isinstance(spec, str):
         spec = {"rate": spec}
     if not isinstance(spec, Mapping):
-        raise ConfigurationError(f"{where}: expected a rate string or a table, got {spec!r}")
+        raise ConfigurationError(f"{where}: expected a rate string or a table, got {shown(spec)}")
     options = dict(spec)
     kind = options.pop("kind", "rolling_window")
     if not isinstance(kind, str) or kind not in _KINDS:
         raise ConfigurationError(
-            f"{where}: unknown kind {kind!r}; expected one of {', '.join(sorted(_KINDS))}"
+            f"{where}: unknown kind {shown(kind)}; expected one of {', '.join(sorted(_KINDS))}"
         )
     klass, required, optional = _KINDS[kind]
     missing = required - set(options)
@@ -189,7 +191,7 @@ def _limit(name: str, spec: Any, where: str) -> Limit:
     extra = set(options) - required - optional
     if extra:
         raise ConfigurationError(
-            f"{where}: unknown keys {', '.join(sorted(map(str, extra)))} for kind {kind!r}"
+            f"{where}: unknown keys {', '.join(sorted(key if isinstance(key, str) else shown(key) for key in extra))} for kind {shown(kind)}"
         )
     try:
         if klass is RollingWindow:

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from quotaguard.core.catalogue import PlanCatalogue
-from quotaguard.core.errors import ConfigurationError
-from quotaguard.core.policy import Limit, Plan, check_name, shown
+from quotaguard.core.errors import ConfigurationError, shown
+from quotaguard.core.policy import Limit, Plan, check_name
 
 
 def _scopes(
@@ -48,7 +48,7 @@ class Revocation:
     @reason.validator
     def _check_reason(self, _: attrs.Attribute[str], value: str) -> None:
         if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(f"a revocation needs a non-empty reason, got {value!r}")
+            raise ConfigurationError(f"a revocation needs a non-empty reason, got {shown(value)}")
 
     def plan_for(self, scope: str | None) -> str | None:
         """The plan still allowed for ``scope``, or None if the scope is refused."""

@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from quotaguard.core.errors import ConfigurationError, InvalidRequestError
-from quotaguard.core.policy import Cost, check_name, shown
+from quotaguard.core.errors import ConfigurationError, InvalidRequestError, shown
+from quotaguard.core.policy import Cost, check_name
 from quotaguard.core.rates import MAX_AMOUNT, parse_duration
 
 MAX_COUNT = 1_000_000_000

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from quotaguard.core.errors import ConfigurationError
+from quotaguard.core.errors import ConfigurationError, shown
 from quotaguard.core.rates import (
     MAX_AMOUNT,
     MAX_DURATION_US,
@@ -40,15 +40,6 @@ def check_name(value: str, what: str) -> str:
             "A-Z a-z 0-9 _ . - starting with a letter or digit"
         )
     return str.__str__(value)  # a plain str, even from a str subclass
-
-
-def shown(value: object) -> str:
-    """``repr(value)``, cut to a length fit for an error message."""
-    try:
-        text = repr(value)
-    except Exception:  # a hostile __repr__ must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _positive_int(value: object, what: str) -> int:

@@ -11,7 +11,7 @@ import re
 import attrs
 import limits
 
-from quotaguard.core.errors import ConfigurationError
+from quotaguard.core.errors import ConfigurationError, shown
 
 _MAX_YEARS = 142
 MAX_AMOUNT = 2**53
@@ -47,7 +47,7 @@ def parse_rate(text: str) -> Rate:
     amount is zero.
     """
     if not isinstance(text, str):
-        raise ConfigurationError(f"rate must be a string like '100/minute', got {text!r}"[:300])
+        raise ConfigurationError(f"rate must be a string like '100/minute', got {shown(text)}")
     normalised = str.__str__(text).strip().lower()
     week = _WEEK.match(normalised)
     if week:
@@ -81,13 +81,12 @@ def parse_duration(value: str | float | int, what: str) -> int:
     Returns microseconds. ``what`` names the setting in error messages.
     """
     if isinstance(value, bool):
-        raise ConfigurationError(f"{what} must be a duration, got {value!r}"[:300])
+        raise ConfigurationError(f"{what} must be a duration, got {shown(value)}")
     if isinstance(value, int | float):
         if not 0 < value <= MAX_DURATION_US / SECOND_US:
             raise ConfigurationError(
-                f"{what} must be a positive duration of at most {_MAX_YEARS} years, got {value!r}"[
-                    :300
-                ]
+                f"{what} must be a positive duration of at most {_MAX_YEARS} years, "
+                f"got {shown(value)}"
             )
         return max(1, round(value * SECOND_US))
     if isinstance(value, str):
@@ -96,7 +95,7 @@ def parse_duration(value: str | float | int, what: str) -> int:
             return parse_rate(f"1/{text}").period_us
         except ConfigurationError:
             raise ConfigurationError(
-                f"cannot parse {what} {value!r}: expected e.g. '1 hour', '5 hours', '7 days', "
+                f"cannot parse {what} {shown(value)}: expected e.g. '1 hour', '5 hours', '7 days', "
                 "'1 week' or a number of seconds"
             ) from None
-    raise ConfigurationError(f"{what} must be a duration, got {value!r}"[:300])
+    raise ConfigurationError(f"{what} must be a duration, got {shown(value)}")

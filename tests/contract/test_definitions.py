@@ -111,3 +111,14 @@ def test_the_old_definition_is_not_lost_by_a_refused_call_or_a_look(make_guard):
     assert guard.usage("c", plan="m").limit("burst").used == 0  # a look converts nothing
     assert not guard.acquire("c", 6, plan="m").allowed  # refused: nothing stored
     assert guard.usage("c").limit("burst").used == pytest.approx(3)
+
+
+def test_a_lowered_window_quota_shows_the_excess_until_it_rolls_off(make_guard, clock):
+    guard = make_guard([Plan("p", [RollingWindow("daily", 10, "1 day")])], default_plan="p")
+    assert guard.acquire("c", 8).allowed
+    guard.override("c", "daily", 5)
+    status = guard.usage("c").limit("daily")
+    assert (status.used, status.remaining, status.quota) == (8, 0, 5)
+    assert not guard.acquire("c").allowed
+    clock.advance(24 * 3600 + 600)
+    assert guard.acquire("c").allowed

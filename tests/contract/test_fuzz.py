@@ -38,9 +38,11 @@ class Colour(enum.StrEnum):
     FREE = "free"
 
 
-class Hostile:
+class Unhashable:
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
-        raise RuntimeError("no repr")
+        return "<unhashable " + "x" * 500 + ">"  # a long repr, cut in messages
 
 
 PLANS = [
@@ -85,7 +87,7 @@ junk = st.one_of(
             {"bench": "bench"},
             {"tokens": 10**400},
             object(),
-            Hostile(),
+            Unhashable(),
             set(),
             frozenset({"burst"}),
             (1, 2),
@@ -179,7 +181,7 @@ def test_junk_at_any_argument_raises_a_documented_error_and_changes_nothing(make
     try:
         getattr(guard, method)(*args, **kwargs)
     except QuotaguardError as error:
-        assert "no repr" not in str(error)
+        assert len(str(error)) < 1000
         assert snapshot(guard) == before, (method, arguments)
 
 

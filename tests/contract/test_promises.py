@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quotaguard import Concurrency, Plan, RollingWindow, TokenBucket
+from quotaguard import Concurrency, InvalidRequestError, Plan, RollingWindow, TokenBucket
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,32 @@ def test_a_huge_settlement_is_recorded_as_debt_on_every_backend(make_guard, actu
     assert usage.limit("w").used == actual + 0  # every unit counted
     assert usage.limit("b").used >= 10  # debt, capped at 2**52 microseconds of refill
     assert not guard.acquire("c").allowed
+
+
+def test_the_issue_s_bad_inputs_get_named_errors_and_change_nothing(make_guard):
+    plan = Plan("p", [TokenBucket("burst", 5, "1/second"), RollingWindow("w", 50, "1 hour")])
+    guard = make_guard([plan], default_plan="p")
+    assert guard.acquire("c", 2).allowed
+    with pytest.raises(InvalidRequestError, match="got 1000000"):
+        guard.acquire("c", 10**400)
+    with pytest.raises(InvalidRequestError, match="'false'"):
+        guard.set_shadow("c", "false")
+    with pytest.raises(InvalidRequestError, match=r"\['p'\]"):
+        guard.acquire("c", plan=["p"])
+    with pytest.raises(InvalidRequestError, match="-1"):
+        guard.customers(-1)
+    assert guard.customer("c").shadow is None
+    assert guard.usage("c").limit("burst").used == 2
+    guard.reset("c", "burst")  # one name, not its letters
+    assert guard.usage("c").limit("burst").used == 0
+    assert guard.usage("c").limit("w").used == 2
+
+
+def test_a_str_subclass_is_kept_as_a_plain_str(make_guard):
+    class Name(str):
+        pass
+
+    guard = make_guard([Plan("p", [RollingWindow("w", 5, "1 hour")])], default_plan="p")
+    decision = guard.acquire(Name("c"), scope=Name("s"), plan=Name("p"))
+    assert type(decision.customer) is str and type(decision.plan) is str
+    assert guard.usage("c").limit("w").used == 1
