@@ -190,9 +190,8 @@ def _limit(name: str, spec: Any, where: str) -> Limit:
         raise ConfigurationError(f"{where}: missing {', '.join(sorted(missing))}")
     extra = set(options) - required - optional
     if extra:
-        raise ConfigurationError(
-            f"{where}: unknown keys {', '.join(sorted(key if isinstance(key, str) else shown(key) for key in extra))} for kind {shown(kind)}"
-        )
+        keys = sorted(key if isinstance(key, str) else shown(key) for key in extra)
+        raise ConfigurationError(f"{where}: unknown keys {', '.join(keys)} for kind {shown(kind)}")
     try:
         if klass is RollingWindow:
             return RollingWindow.from_rate(

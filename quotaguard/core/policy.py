@@ -95,6 +95,9 @@ class TokenBucket:
     unit: str = attrs.field(default="requests", kw_only=True)
     interval_us: float = attrs.field(init=False)
     """Microseconds for one unit to refill."""
+    room_us: float = attrs.field(init=False, eq=False, repr=False)
+    """The most backlog, in microseconds, that still admits (``capacity * interval_us``
+    and a relative 2**-36 plus 1e-9 units of tolerance for the rounding of sums)."""
 
     @capacity.validator
     def _check_capacity(self, _: attrs.Attribute[int], value: int) -> None:
@@ -107,6 +110,11 @@ class TokenBucket:
     @interval_us.default
     def _interval(self) -> float:
         return self.refill.period_us / self.refill.amount
+
+    @room_us.default
+    def _room(self) -> float:
+        burst = self.capacity * self.interval_us
+        return burst + burst * 2**-36 + 1e-9 * self.interval_us
 
     def __attrs_post_init__(self) -> None:
         if self.capacity * self.interval_us > MAX_DURATION_US:

@@ -64,8 +64,7 @@ def after(now: int, needed: float) -> State:
 
 def room(spec: TokenBucket) -> float:
     """The most backlog, in microseconds, after which a cost is still admitted."""
-    burst = spec.capacity * spec.interval_us
-    return burst + burst * SLACK + EPSILON * spec.interval_us
+    return spec.room_us
 
 
 def _wait_us(spec: TokenBucket, tat: State, now: int, cost: float) -> float:
@@ -89,16 +88,29 @@ def step(
     retry-after in whole microseconds: 0 when admitted, ``math.inf`` when it can never
     fit). When refused, the state is the unchanged one.
     """
-    interval = spec.interval_us
-    backlog = backlog_of(tat, now)
-    needed = backlog + cost * interval
-    if needed > room(spec):
+    # `backlog_of` and `after`, inlined: this is the hot path of every decision
+    if tat is None:
+        backlog: float = 0
+    elif tat.__class__ is int:
+        backlog = tat - now if tat > now else 0
+    else:
+        backlog = (tat[0] - now) + tat[1]  # type: ignore[index]
+        if backlog < 0:
+            backlog = 0
+    needed = backlog + cost * spec.interval_us
+    if needed > spec.room_us:
         if cost > spec.capacity:
             return tat, False, now + backlog, math.inf
         return tat, False, now + backlog, _wait_us(spec, tat, now, cost)
     if needed <= 0:
         return None, True, now, 0.0
-    return after(now, needed), True, now + _ceil(needed), 0.0
+    if needed > MAX_BACKLOG_US:
+        needed = MAX_BACKLOG_US
+    whole = _floor(needed)
+    if needed == whole:
+        new_tat = now + whole
+        return new_tat, True, new_tat, 0.0
+    return (now + whole, needed - whole), True, now + whole + 1, 0.0
 
 
 def convert(spec: TokenBucket, old_interval_us: float, tat: State, now: int) -> State:
