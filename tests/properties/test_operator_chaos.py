@@ -284,7 +284,7 @@ class OperatorChaos(RuleBasedStateMachine):
 
 
 OperatorChaos.TestCase.settings = settings(
-    max_examples=int(os.environ.get("QG_CHAOS_EXAMPLES", "20")),
+    max_examples=int(os.environ.get("QG_CHAOS_EXAMPLES", "30")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -77,58 +77,13 @@ local function tb_out(s)
   return {out(tat), out(carry)}
 end
 
--- one ring entry: count, delta to the next bucket's start, position after it
-local function entry(s, pos, step)
-  local b = byte(s, pos)
-  local x, m = b % 128, 128
-  while b >= 128 do
-    pos = pos + 1
-    b = byte(s, pos)
-    x = x + (b % 128) * m
-    m = m * 128
-  end
-  pos = pos + 1
-  local flags = x % 4
-  local count
-  if flags >= 2 then
-    count = unpack_('<d', s, pos)
-    pos = pos + 8
-  else
-    count = (x - flags) / 4
-  end
-  if flags % 2 == 0 then return count, step, pos end
-  b = byte(s, pos)
-  x, m = b % 128, 128
-  while b >= 128 do
-    pos = pos + 1
-    b = byte(s, pos)
-    x = x + (b % 128) * m
-    m = m * 128
-  end
-  if x % 2 == 1 then return count, -(x + 1) / 2, pos + 1 end
-  return count, x / 2, pos + 1
-end
-
-local function put(count, delta, step)
-  local flags = 0
-  if delta ~= step then flags = 1 end
-  local s
-  if count == floor(count) and count >= 0 and count < 2251799813685248 then
-    s = varint(count * 4 + flags)
-  else
-    s = varint(2 + flags) .. pack('<d', count)
-  end
-  if flags == 1 then s = s .. varint(zigzag(delta)) end
-  return s
-end
-
 -- rolling window state table: {total, first, last, last_count, body, step}
 local function rw_read(s)
   local total, first, last, lc, step = unpack_('<ddddd', s)
   return {total, first, last, lc, sub(s, 41), step}
 end
 
-local function rw_encode(st)
+local function rw_pack(st)
   return pack('<ddddd', st[1], st[2], st[3], st[4], st[6]) .. st[5]
 end
 
@@ -139,7 +94,7 @@ local function rw_flat(st)
   local len = #body
   while pos <= len do
     local count, delta
-    count, delta, pos = entry(body, pos, step)
+    count, delta, pos = ring_entry(body, pos, step)
     flat[#flat + 1] = start
     flat[#flat + 1] = out(count)
     start = start + delta
@@ -157,7 +112,7 @@ local function rw_evict(st, now, window, g)
   while pos <= len do
     if start >= oldest then break end
     local count, delta
-    count, delta, pos = entry(body, pos, step)
+    count, delta, pos = ring_entry(body, pos, step)
     total = total - count
     start = start + delta
   end
@@ -171,7 +126,7 @@ local function rw_add(st, now, g, amount)
   if st[3] == current then
     return {st[1] + amount, st[2], st[3], st[4] + amount, st[5], st[6]}
   end
-  return {st[1] + amount, st[2], current, amount, st[5] .. put(st[4], current - st[3], st[6]), st[6]}
+  return {st[1] + amount, st[2], current, amount, st[5] .. ring_put(st[4], current - st[3], st[6]), st[6]}
 end
 
 local function rw_drop(start, window, g)
@@ -269,7 +224,7 @@ for i = 1, n do
       local after = st
       if cost > 0 then after = rw_add(st, now, g, cost) end
       if after ~= nil then
-        news[i] = rw_encode(after)
+        news[i] = rw_pack(after)
         local until_ = rw_drop(after[3], window, g)
         if until_ > expiry then expiry = until_ end
         walk[i] = floor(quota - after[1] + EPSILON) <= 0

@@ -114,27 +114,46 @@ local function uvarint(s, pos)
   return x, pos + 1
 end
 
+-- one ring entry: count, delta to the next bucket's start, position after it
+local function ring_entry(s, pos, step)
+  local x
+  x, pos = uvarint(s, pos)
+  local flags = x % 4
+  local count
+  if flags >= 2 then
+    count = unpack_('<d', s, pos)
+    pos = pos + 8
+  else
+    count = (x - flags) / 4
+  end
+  if flags % 2 == 0 then return count, step, pos end
+  x, pos = uvarint(s, pos)
+  if x % 2 == 1 then return count, -(x + 1) / 2, pos end
+  return count, x / 2, pos
+end
+
+-- one ring entry's bytes
+local function ring_put(count, delta, step)
+  local flags = 0
+  if delta ~= step then flags = 1 end
+  local s
+  if count == floor(count) and count >= 0 and count < 2251799813685248 then
+    s = varint(count * 4 + flags)
+  else
+    s = varint(2 + flags) .. pack('<d', count)
+  end
+  if flags == 1 then s = s .. varint(zigzag(delta)) end
+  return s
+end
+
 -- rolling window: decode to arrays of bucket starts and counts (format: see decide.lua)
 local function rw_decode(s)
   local total, first, last, lc, step = unpack_('<ddddd', s)
   local starts, counts = {}, {}
   local start, pos, len = first, 41, #s
   while pos <= len do
-    local x, count, delta
-    x, pos = uvarint(s, pos)
-    local flags = x % 4
-    if flags >= 2 then
-      count = unpack_('<d', s, pos)
-      pos = pos + 8
-    else
-      count = (x - flags) / 4
-    end
-    if flags % 2 == 1 then
-      delta, pos = uvarint(s, pos)
-      if delta % 2 == 1 then delta = -(delta + 1) / 2 else delta = delta / 2 end
-    else
-      delta = step
-    end
+    local count, delta
+    count, delta, pos = ring_entry(s, pos, step)
     starts[#starts + 1] = start
     counts[#counts + 1] = count
     start = start + delta
@@ -148,16 +167,7 @@ local function rw_encode(total, starts, counts, step)
   local m = #starts
   local parts = {pack('<ddddd', total, starts[1], starts[m], counts[m], step)}
   for j = 1, m - 1 do
-    local delta = starts[j + 1] - starts[j]
-    local count = counts[j]
-    local flags = 0
-    if delta ~= step then flags = 1 end
-    if count == floor(count) and count >= 0 and count < 2251799813685248 then
-      parts[#parts + 1] = varint(count * 4 + flags)
-    else
-      parts[#parts + 1] = varint(2 + flags) .. pack('<d', count)
-    end
-    if flags == 1 then parts[#parts + 1] = varint(zigzag(delta)) end
+    parts[#parts + 1] = ring_put(counts[j], starts[j + 1] - starts[j], step)
   end
   return table.concat(parts)
 end
