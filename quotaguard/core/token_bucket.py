@@ -25,10 +25,6 @@ from quotaguard.core.rates import MAX_DURATION_US
 EPSILON = 1e-9
 """Tolerance, in units, that absorbs rounding in ``x * interval / interval``."""
 
-SLACK = 2**-36
-"""Relative tolerance on the backlog limit: absorbs the rounding that adding fractional
-intervals accumulates (a burst of ``capacity`` unit calls adds ``capacity`` roundings)."""
-
 MAX_BACKLOG_US = MAX_DURATION_US
 """The most debt a bucket records (about 142 years of refill, in microseconds)."""
 
@@ -97,9 +93,10 @@ def step(
         backlog = (tat[0] - now) + tat[1]  # type: ignore[index]
         if backlog < 0:
             backlog = 0
-    needed = backlog + cost * spec.interval_us
+    charge = cost * spec.interval_us
+    needed = backlog + charge
     if needed > spec.room_us:
-        if cost > spec.capacity:
+        if cost > spec.capacity or charge > spec.room_us:
             return tat, False, now + backlog, math.inf
         return tat, False, now + backlog, _wait_us(spec, tat, now, cost)
     if needed <= 0:

@@ -199,7 +199,9 @@ for i = 1, n do
     local backlog = tb_backlog(tat, carry, now)
     local needed = backlog + cost * interval
     local burst = capacity * interval
-    if needed > burst + burst * TB_SLACK + TB_EPSILON * interval then
+    local room = burst + burst * TB_SLACK + TB_EPSILON * interval
+    if room >= TB_MAX_BACKLOG then room = TB_MAX_BACKLOG end
+    if needed > room then
       allowed = false
       if now + backlog > expiry then expiry = now + backlog end
     elseif needed <= 0 then
