@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 
 from quotaguard._version import __version__
 from quotaguard.backends.base import Backend
+from quotaguard.core import inputs
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta
 from quotaguard.core.errors import (
@@ -55,6 +56,7 @@ from quotaguard.core.errors import (
     ConfigurationError,
     InvalidRequestError,
     QuotaguardError,
+    shown,
 )
 from quotaguard.core.policy import Limit, check_name
 from quotaguard.guard import Guard, Usage, overridden_limit
@@ -213,9 +215,10 @@ def _unknown(customer: str) -> CLIError:
 
 
 def _check_customer(customer: str) -> str:
-    if not customer:
-        raise CLIError(EXIT_INVALID, "customer must be a non-empty string")
-    return customer
+    try:
+        return inputs.customer_id(customer)
+    except InvalidRequestError as error:
+        raise CLIError(EXIT_INVALID, str(error)) from None
 
 
 def _usage_or_none(guard: Guard, customer: str, plan: str | None = None) -> Usage | None:
@@ -393,7 +396,7 @@ def check_limit_name(catalogue: PlanCatalogue, name: str) -> str:
     if name not in names:
         raise CLIError(
             EXIT_INVALID,
-            f"unknown limit {name!r}; the plans have {', '.join(names) or 'no limits'}",
+            f"unknown limit {shown(name)}; the plans have {', '.join(names) or 'no limits'}",
         )
     return name
 
@@ -421,8 +424,8 @@ def _override_value(text: str) -> int | str | None:
     value = text.strip()
     if value.lower() == "none":
         return None
-    if value.lstrip("+-").isdigit():
-        number = int(value)
+    if value.lstrip("+-").isascii() and value.lstrip("+-").isdigit():
+        number = int(value) if len(value) < 20 else 2**64  # the guard refuses it by name
         if number <= 0:
             raise CLIError(EXIT_INVALID, f"a quota must be a positive integer, got {text!r}")
         return number
@@ -458,7 +461,7 @@ def _cmd_override(args: argparse.Namespace) -> int:
             ) from None
         try:
             overridden_limit(current, value)  # validate before changing anything
-        except ConfigurationError as error:
+        except (ConfigurationError, InvalidRequestError) as error:
             raise CLIError(EXIT_INVALID, str(error)) from None
     guard.override(customer, args.limit, value, plan=args.plan, actor=args.actor)
     if value is None:
@@ -478,6 +481,10 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if not reason:
         raise CLIError(EXIT_INVALID, "--reason must not be empty: it is shown to the customer")
+    try:
+        inputs.text(reason, "--reason")
+    except InvalidRequestError as error:
+        raise CLIError(EXIT_INVALID, str(error)) from None
     scopes: dict[str, str] = {}
     for scope, plan in args.allow_scope:
         try:

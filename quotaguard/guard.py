@@ -7,7 +7,6 @@ mode and observers. The two guards repeat only the lines that call the backend.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from quotaguard.backends.base import (
 )
 from quotaguard.backends.memory import MemoryBackend
 from quotaguard.clock import Clock
+from quotaguard.core import inputs
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta, Revocation
@@ -35,6 +35,7 @@ from quotaguard.core.errors import (
     ConfigurationError,
     InvalidRequestError,
     UnknownLimitError,
+    shown,
 )
 from quotaguard.core.policy import (
     Concurrency,
@@ -43,9 +44,8 @@ from quotaguard.core.policy import (
     Plan,
     RollingWindow,
     TokenBucket,
-    check_name,
 )
-from quotaguard.core.rates import parse_duration, parse_rate
+from quotaguard.core.rates import MAX_AMOUNT, parse_duration, parse_rate
 
 if TYPE_CHECKING:
     from quotaguard.lease import AsyncLease, Lease
@@ -134,11 +134,17 @@ class GuardBase:
     ) -> None:
         self.catalogue = _catalogue(plans, default_plan)
         """The plans, by name, and the default plan."""
-        if failure not in ("open", "closed"):
-            raise ConfigurationError(f"failure must be 'open' or 'closed', got {failure!r}")
+        if not isinstance(failure, str) or failure not in ("open", "closed"):
+            raise ConfigurationError(f"failure must be 'open' or 'closed', got {shown(failure)}")
         self.failure = failure
         """What happens when the backend fails: "open" admits, "closed" refuses."""
-        self.shadow = bool(shadow)
+        if not isinstance(shadow, bool):
+            raise ConfigurationError(f"shadow must be True or False, got {shown(shadow)}")
+        if clock is not None and not callable(getattr(clock, "now_us", None)):
+            raise ConfigurationError(f"clock must have a now_us() method, got {shown(clock)}")
+        if not isinstance(observers, Iterable) or isinstance(observers, str | bytes):
+            raise ConfigurationError(f"observers must be a sequence, got {shown(observers)}")
+        self.shadow = shadow
         """Global shadow mode: decide and report, never block."""
         self.clock = clock
         """The injected clock, or None to use the backend's clock."""
@@ -151,57 +157,48 @@ class GuardBase:
 
     # -- validation ------------------------------------------------------------------
 
-    @staticmethod
-    def _check_customer(customer: object) -> str:
-        if customer.__class__ is not str or not customer:
-            raise InvalidRequestError(
-                f"customer must be a non-empty string, got {customer!r}"[:200]
-            )
-        return customer
+    _check_customer = staticmethod(inputs.customer_id)
+    _check_cost = staticmethod(inputs.cost)
 
-    @staticmethod
-    def _check_cost(cost: object, what: str = "cost") -> Cost:
-        if cost.__class__ is int:
-            if cost >= 0:
-                return cost
-        elif cost.__class__ is float:
-            if 0 <= cost < math.inf:
-                return cost
-        elif isinstance(cost, Mapping):
-            for unit, amount in cost.items():
-                if not isinstance(unit, str) or not unit:
-                    raise InvalidRequestError(
-                        f"{what} units must be non-empty strings, got {unit!r}"
-                    )
-                GuardBase._check_cost(amount, f"{what} for {unit!r}")
-            return cost
-        elif isinstance(cost, int | float) and not isinstance(cost, bool):
-            return GuardBase._check_cost(float(cost) if isinstance(cost, float) else int(cost))
-        raise InvalidRequestError(f"{what} must be a finite number >= 0, got {cost!r}")
+    def _check_plan(self, plan: object) -> str:
+        if not isinstance(plan, str):
+            raise InvalidRequestError(f"plan must be a plan name, got {shown(plan)}")
+        plan = str.__str__(plan)
+        self.catalogue[plan]
+        return plan
 
-    def _check_request(self, customer: object, cost: object, scope: object, plan: object) -> None:
-        if (
-            customer.__class__ is str
-            and customer
-            and cost.__class__ is int
-            and cost >= 0
-            and scope is None
-            and plan is None
-        ):
-            return
-        self._check_customer(customer)
-        self._check_cost(cost)
-        if scope is not None:
-            check_scope(scope)
-        if plan is not None:
-            self.catalogue[plan]  # type: ignore[index]
+    def _check_request(
+        self, customer: object, cost: object, scope: object, plan: object
+    ) -> tuple[str, Cost, str | None, str | None]:
+        """The request's arguments, checked and copied (see `quotaguard.core.inputs`)."""
+        return (
+            inputs.customer_id(customer),
+            inputs.cost(cost),
+            None if scope is None else inputs.name(scope, "scope"),
+            None if plan is None else self._check_plan(plan),
+        )
 
     def _now(self) -> int | None:
         clock = self.clock
         return None if clock is None else clock.now_us()
 
     def _lease_ttl(self, ttl: float | str | None) -> int | None:
-        return self.lease_ttl_us if ttl is None else parse_duration(ttl, "lease ttl")
+        return self.lease_ttl_us if ttl is None else inputs.duration_us(ttl, "lease ttl")
+
+    @staticmethod
+    def _check_lease_id(lease_id: object) -> str:
+        if not isinstance(lease_id, str) or not lease_id:
+            raise InvalidRequestError(f"lease_id must be a non-empty string, got {shown(lease_id)}")
+        return str.__str__(lease_id)
+
+    def _check_settle(
+        self, lease_id: object, actual: object, customer: object, plan: object
+    ) -> tuple[str, Cost]:
+        if customer is not None and not isinstance(customer, str):
+            raise InvalidRequestError(f"customer must be a string, got {shown(customer)}")
+        if plan is not None and not isinstance(plan, str):
+            raise InvalidRequestError(f"plan must be a plan name, got {shown(plan)}")
+        return self._check_lease_id(lease_id), inputs.cost(actual, "actual cost")
 
     @staticmethod
     def _new_lease_id() -> str:
@@ -241,11 +238,11 @@ class GuardBase:
             customer.__class__ is str
             and customer
             and cost.__class__ is int
-            and cost >= 0
+            and 0 <= cost <= MAX_AMOUNT
             and scope is None
             and plan is None
         ):
-            self._check_request(customer, cost, scope, plan)
+            customer, cost, scope, plan = self._check_request(customer, cost, scope, plan)
         observers = self.observers
         clock = self.clock
         started = time.perf_counter() if observers else 0.0
@@ -306,7 +303,14 @@ class GuardBase:
         if isinstance(limit, TokenBucket | RollingWindow | Concurrency):
             spec: Limit = limit
             return lambda meta: meta.with_override(spec)
-        name = check_name(limit, "limit")
+        name = inputs.name(limit, "limit")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+            raise InvalidRequestError(
+                f"an override of limit {name!r} must be an integer quota, a rate string or "
+                f"None, got {shown(value)}"
+            )
+        if plan is not None:
+            plan = self._check_plan(plan)
         if value is None:
             return lambda meta: meta.without_override(name)
 
@@ -323,8 +327,9 @@ class GuardBase:
 
         return change
 
-    def _revocation(self, reason: str, allow_scopes: Mapping[str, str] | None) -> Revocation:
-        revocation = Revocation(reason, allow_scopes or {}, time.time())
+    def _revocation(self, reason: object, allow_scopes: object) -> Revocation:
+        scopes = inputs.scope_plans(allow_scopes)
+        revocation = Revocation(inputs.text(reason, "reason"), scopes, time.time())
         for _, plan in revocation.allow_scopes:
             self.catalogue[plan]
         return revocation
@@ -333,7 +338,9 @@ class GuardBase:
     def _audit_entry(
         action: str, detail: str, actor: str | None, reason: str | None = None
     ) -> AuditEntry:
-        return AuditEntry(time.time(), actor or "api", action, detail, reason)
+        return AuditEntry(
+            time.time(), inputs.text(actor, "actor", optional=True) or "api", action, detail, reason
+        )
 
     @staticmethod
     def _override_detail(limit: str | Limit, value: int | str | None) -> str:
@@ -351,12 +358,12 @@ class GuardBase:
 
     def _assign(
         self, customer: str, plan: str | None, actor: str | None
-    ) -> tuple[MetaChange, AuditEntry]:
-        self._check_customer(customer)
+    ) -> tuple[str, MetaChange, AuditEntry]:
+        customer = self._check_customer(customer)
         if plan is not None:
-            self.catalogue[plan]
+            plan = self._check_plan(plan)
         entry = self._audit_entry("assign", f"plan={plan or 'none'}", actor)
-        return (lambda meta: attrs.evolve(meta, plan=plan)), entry
+        return customer, (lambda meta: attrs.evolve(meta, plan=plan)), entry
 
     def _override(
         self,
@@ -365,10 +372,11 @@ class GuardBase:
         value: int | str | None,
         plan: str | None,
         actor: str | None,
-    ) -> tuple[MetaChange, AuditEntry]:
-        self._check_customer(customer)
+    ) -> tuple[str, MetaChange, AuditEntry]:
+        customer = self._check_customer(customer)
         change = self._override_change(customer, limit, value, plan)
-        return change, self._audit_entry("override", self._override_detail(limit, value), actor)
+        entry = self._audit_entry("override", self._override_detail(limit, value), actor)
+        return customer, change, entry
 
     def _revoke(
         self,
@@ -376,31 +384,32 @@ class GuardBase:
         reason: str,
         allow_scopes: Mapping[str, str] | Collection[str] | None,
         actor: str | None,
-    ) -> tuple[MetaChange, AuditEntry]:
-        self._check_customer(customer)
-        revocation = self._revocation(reason, _scope_map(allow_scopes))
+    ) -> tuple[str, MetaChange, AuditEntry]:
+        customer = self._check_customer(customer)
+        revocation = self._revocation(reason, allow_scopes)
         entry = self._audit_entry("revoke", self._scopes_detail(revocation), actor, reason)
-        return (lambda meta: attrs.evolve(meta, revocation=revocation)), entry
+        return customer, (lambda meta: attrs.evolve(meta, revocation=revocation)), entry
 
-    def _restore(self, customer: str, actor: str | None) -> tuple[MetaChange, AuditEntry]:
-        self._check_customer(customer)
+    def _restore(self, customer: str, actor: str | None) -> tuple[str, MetaChange, AuditEntry]:
+        customer = self._check_customer(customer)
         entry = self._audit_entry("restore", "revocation lifted", actor)
-        return (lambda meta: attrs.evolve(meta, revocation=None)), entry
+        return customer, (lambda meta: attrs.evolve(meta, revocation=None)), entry
 
     def _shadow(
         self, customer: str, shadow: bool | None, actor: str | None
-    ) -> tuple[MetaChange, AuditEntry]:
-        self._check_customer(customer)
+    ) -> tuple[str, MetaChange, AuditEntry]:
+        customer = self._check_customer(customer)
+        shadow = inputs.flag(shadow, "shadow")
         entry = self._audit_entry("shadow", f"shadow={shadow}", actor)
-        return (lambda meta: attrs.evolve(meta, shadow=shadow)), entry
+        return customer, (lambda meta: attrs.evolve(meta, shadow=shadow)), entry
 
     def _reset(
         self, customer: str, limits: Collection[str] | None, actor: str | None
-    ) -> tuple[frozenset[str] | None, AuditEntry]:
-        self._check_customer(customer)
-        names = None if limits is None else frozenset(limits)
+    ) -> tuple[str, frozenset[str] | None, AuditEntry]:
+        customer = self._check_customer(customer)
+        names = None if limits is None else inputs.names(limits, "limit")
         detail = "limits=" + (",".join(sorted(names)) if names is not None else "all")
-        return names, self._audit_entry("reset", detail, actor)
+        return customer, names, self._audit_entry("reset", detail, actor)
 
     def _notify_settlement(
         self, settlement: Settlement, lease_customer: str | None, plan: str | None
@@ -422,11 +431,8 @@ class GuardBase:
 
 
 def check_scope(scope: object) -> str:
-    """Validate a scope name."""
-    try:
-        return check_name(scope, "scope")  # type: ignore[arg-type]
-    except ConfigurationError as error:
-        raise InvalidRequestError(str(error)) from None
+    """Validate a scope name; `InvalidRequestError` naming it when it is not one."""
+    return inputs.name(scope, "scope")
 
 
 def overridden_limit(current: Limit, value: int | str) -> Limit:
@@ -435,16 +441,20 @@ def overridden_limit(current: Limit, value: int | str) -> Limit:
     An integer quota, or a rate string for a rolling window or a token bucket's refill;
     anything else raises `InvalidRequestError`.
     """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return current.with_quota(value)
-    if isinstance(value, str):
-        if value.strip().isdigit():
-            return current.with_quota(int(value))
-        rate = parse_rate(value)
-        if isinstance(current, RollingWindow):
-            return RollingWindow.from_rate(current.name, rate, unit=current.unit)
-        if isinstance(current, TokenBucket):
-            return attrs.evolve(current, refill=rate)
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return current.with_quota(value)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isascii() and text.isdigit():
+                return current.with_quota(int(text) if len(text) < 20 else 2**64)
+            rate = parse_rate(value)
+            if isinstance(current, RollingWindow):
+                return RollingWindow.from_rate(current.name, rate, unit=current.unit)
+            if isinstance(current, TokenBucket):
+                return attrs.evolve(current, refill=rate)
+    except ConfigurationError as error:
+        raise InvalidRequestError(f"cannot override limit {current.name!r}: {error}") from None
     raise InvalidRequestError(
         f"cannot override limit {current.name!r} ({current.kind}) with {value!r}: give an "
         "integer quota, or a rate string for a rolling window or a token bucket's refill"
@@ -546,12 +556,15 @@ class Guard(GuardBase):
         customer: str | None = None,
         plan: str | None = None,
     ) -> Settlement:
-        """Charge ``actual`` for the lease instead of its estimate; a second call is a no-op.
+        """Charge ``actual`` for the lease instead of its estimate.
+
+        A second call charges nothing, whatever its amount: it returns the first
+        settlement's amount as ``actual``, with ``already_settled=True``.
 
         ``customer`` and ``plan`` are only passed on to observers (`Lease.settle` passes
         them).
         """
-        self._check_cost(actual, "actual cost")
+        lease_id, actual = self._check_settle(lease_id, actual, customer, plan)
         settlement = self.backend.settle(self.catalogue, lease_id, actual, self._now())
         if self.observers:
             self._notify_settlement(settlement, customer, plan)
@@ -559,7 +572,7 @@ class Guard(GuardBase):
 
     def usage(self, customer: str, *, scope: str | None = None, plan: str | None = None) -> Usage:
         """The customer's usage of every limit of their plan, consuming nothing."""
-        self._check_request(customer, 0, scope, plan)
+        customer, _, scope, plan = self._check_request(customer, 0, scope, plan)
         meta = self.backend.load_meta(customer)
         peeked = self.backend.peek(self.catalogue, customer, scope, plan, self._now())
         return self._usage(customer, peeked, meta)
@@ -570,11 +583,11 @@ class Guard(GuardBase):
 
     def customers(self, count: int = 10_000) -> list[str]:
         """Up to ``count`` customers with stored usage or settings (for operator tools)."""
-        return self.backend.list_customers(count)
+        return self.backend.list_customers(inputs.count(count))
 
     def audit(self, customer: str, count: int = 100) -> list[AuditEntry]:
         """The customer's most recent audit entries (who changed what, when, why)."""
-        return self.backend.audit(self._check_customer(customer), count)
+        return self.backend.audit(self._check_customer(customer), inputs.count(count))
 
     def _change(self, customer: str, change: MetaChange, entry: AuditEntry) -> CustomerMeta:
         meta = self.backend.update_meta(customer, change)
@@ -583,7 +596,7 @@ class Guard(GuardBase):
 
     def assign(self, customer: str, plan: str | None, *, actor: str | None = None) -> CustomerMeta:
         """Put ``customer`` on ``plan`` for every worker (None: back to per-call/default)."""
-        return self._change(customer, *self._assign(customer, plan, actor))
+        return self._change(*self._assign(customer, plan, actor))
 
     def override(
         self,
@@ -601,7 +614,7 @@ class Guard(GuardBase):
         rate; a `Limit` object replaces the limit of its name; ``value=None`` removes
         the override.
         """
-        return self._change(customer, *self._override(customer, limit, value, plan, actor))
+        return self._change(*self._override(customer, limit, value, plan, actor))
 
     def revoke(
         self,
@@ -617,23 +630,23 @@ class Guard(GuardBase):
         ``{"benchmark": "benchmark"}``; a plain collection of names uses plans of the
         same names. ``reason`` is shown to the customer.
         """
-        return self._change(customer, *self._revoke(customer, reason, allow_scopes, actor))
+        return self._change(*self._revoke(customer, reason, allow_scopes, actor))
 
     def restore(self, customer: str, *, actor: str | None = None) -> CustomerMeta:
         """Lift a revocation."""
-        return self._change(customer, *self._restore(customer, actor))
+        return self._change(*self._restore(customer, actor))
 
     def set_shadow(
         self, customer: str, shadow: bool | None, *, actor: str | None = None
     ) -> CustomerMeta:
         """Per-customer shadow mode: True (never block), False (enforce), None (inherit)."""
-        return self._change(customer, *self._shadow(customer, shadow, actor))
+        return self._change(*self._shadow(customer, shadow, actor))
 
     def reset(
         self, customer: str, limits: Collection[str] | None = None, *, actor: str | None = None
     ) -> None:
         """Forget the customer's usage of ``limits`` (all when None)."""
-        names, entry = self._reset(customer, limits, actor)
+        customer, names, entry = self._reset(customer, limits, actor)
         self.backend.reset(customer, names)
         self.backend.record_audit(customer, entry)
 
@@ -646,14 +659,6 @@ class Guard(GuardBase):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _scope_map(scopes: Mapping[str, str] | Collection[str] | None) -> Mapping[str, str] | None:
-    if scopes is None or isinstance(scopes, Mapping):
-        return scopes
-    if isinstance(scopes, str):
-        return {scopes: scopes}
-    return {scope: scope for scope in scopes}
 
 
 def _async_storage(
@@ -751,7 +756,7 @@ class AsyncGuard(GuardBase):
         plan: str | None,
         lease: LeaseRequest | None,
     ) -> Decision:
-        self._check_request(customer, cost, scope, plan)
+        customer, cost, scope, plan = self._check_request(customer, cost, scope, plan)
         backend = self.backend
         observers = self.observers
         started = time.perf_counter() if observers else 0.0
@@ -774,7 +779,7 @@ class AsyncGuard(GuardBase):
         plan: str | None = None,
     ) -> Settlement:
         """See `Guard.settle`."""
-        self._check_cost(actual, "actual cost")
+        lease_id, actual = self._check_settle(lease_id, actual, customer, plan)
         settlement = await self.backend.settle(self.catalogue, lease_id, actual, self._now())
         if self.observers:
             self._notify_settlement(settlement, customer, plan)
@@ -784,7 +789,7 @@ class AsyncGuard(GuardBase):
         self, customer: str, *, scope: str | None = None, plan: str | None = None
     ) -> Usage:
         """See `Guard.usage`."""
-        self._check_request(customer, 0, scope, plan)
+        customer, _, scope, plan = self._check_request(customer, 0, scope, plan)
         meta = await self.backend.load_meta(customer)
         peeked = await self.backend.peek(self.catalogue, customer, scope, plan, self._now())
         return self._usage(customer, peeked, meta)
@@ -795,11 +800,11 @@ class AsyncGuard(GuardBase):
 
     async def customers(self, count: int = 10_000) -> list[str]:
         """See `Guard.customers`."""
-        return await self.backend.list_customers(count)
+        return await self.backend.list_customers(inputs.count(count))
 
     async def audit(self, customer: str, count: int = 100) -> list[AuditEntry]:
         """See `Guard.audit`."""
-        return await self.backend.audit(self._check_customer(customer), count)
+        return await self.backend.audit(self._check_customer(customer), inputs.count(count))
 
     async def _change(self, customer: str, change: MetaChange, entry: AuditEntry) -> CustomerMeta:
         meta = await self.backend.update_meta(customer, change)
@@ -810,7 +815,7 @@ class AsyncGuard(GuardBase):
         self, customer: str, plan: str | None, *, actor: str | None = None
     ) -> CustomerMeta:
         """See `Guard.assign`."""
-        return await self._change(customer, *self._assign(customer, plan, actor))
+        return await self._change(*self._assign(customer, plan, actor))
 
     async def override(
         self,
@@ -822,7 +827,7 @@ class AsyncGuard(GuardBase):
         actor: str | None = None,
     ) -> CustomerMeta:
         """See `Guard.override`."""
-        return await self._change(customer, *self._override(customer, limit, value, plan, actor))
+        return await self._change(*self._override(customer, limit, value, plan, actor))
 
     async def revoke(
         self,
@@ -833,23 +838,23 @@ class AsyncGuard(GuardBase):
         actor: str | None = None,
     ) -> CustomerMeta:
         """See `Guard.revoke`."""
-        return await self._change(customer, *self._revoke(customer, reason, allow_scopes, actor))
+        return await self._change(*self._revoke(customer, reason, allow_scopes, actor))
 
     async def restore(self, customer: str, *, actor: str | None = None) -> CustomerMeta:
         """See `Guard.restore`."""
-        return await self._change(customer, *self._restore(customer, actor))
+        return await self._change(*self._restore(customer, actor))
 
     async def set_shadow(
         self, customer: str, shadow: bool | None, *, actor: str | None = None
     ) -> CustomerMeta:
         """See `Guard.set_shadow`."""
-        return await self._change(customer, *self._shadow(customer, shadow, actor))
+        return await self._change(*self._shadow(customer, shadow, actor))
 
     async def reset(
         self, customer: str, limits: Collection[str] | None = None, *, actor: str | None = None
     ) -> None:
         """See `Guard.reset`."""
-        names, entry = self._reset(customer, limits, actor)
+        customer, names, entry = self._reset(customer, limits, actor)
         await self.backend.reset(customer, names)
         await self.backend.record_audit(customer, entry)
 

@@ -15,8 +15,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
+import attrs
+
+from quotaguard.core import inputs
 from quotaguard.core.decision import Decision, Settlement
-from quotaguard.core.errors import ConfigurationError, QuotaExceeded, QuotaguardError
+from quotaguard.core.errors import ConfigurationError, QuotaExceeded, QuotaguardError, shown
 from quotaguard.core.policy import Cost
 
 if TYPE_CHECKING:
@@ -34,8 +37,8 @@ _L = TypeVar("_L", bound="_LeaseBase")
 
 
 def _check_policy(value: str, what: str) -> ExitPolicy:
-    if value not in _POLICIES:
-        raise ConfigurationError(f"{what} must be 'estimate' or 'refund', got {value!r}")
+    if not isinstance(value, str) or value not in _POLICIES:
+        raise ConfigurationError(f"{what} must be 'estimate' or 'refund', got {shown(value)}")
     return value  # type: ignore[return-value]
 
 
@@ -105,6 +108,17 @@ class _LeaseBase:
         """Whether the lease has been settled (or held nothing to settle)."""
         return self.settlement is not None or self.lease_id is None
 
+    def _again(self, actual: Cost | None) -> Settlement:
+        """The answer to settling a lease a second time: nothing is charged.
+
+        As `Guard.settle` answers: the first settlement, its amount as ``actual``, with
+        ``already_settled=True`` (``actual`` is still checked: bad input is refused).
+        """
+        if actual is not None:
+            inputs.cost(actual, "actual cost")
+        earlier: Settlement = self.settlement  # type: ignore[assignment]
+        return attrs.evolve(earlier, already_settled=True)
+
     def _check_enter(self) -> None:
         if not self.decision.allowed:
             raise QuotaExceeded(self.decision)
@@ -131,19 +145,21 @@ class Lease(_LeaseBase):
     def settle(self, actual: Cost | None = None) -> Settlement | None:
         """Charge ``actual`` (default: the estimate) instead of the estimate.
 
-        Idempotent: a second call changes nothing. Returns None when nothing was
-        reserved.
+        A second call charges nothing, whatever its amount: it reports the first
+        settlement (its amount as ``actual``) with ``already_settled=True``. Returns None
+        when nothing was reserved.
         """
         if self.lease_id is None:
             return None
-        if self.settlement is None:
-            guard: Guard = self._guard  # type: ignore[assignment]
-            self.settlement = guard.settle(
-                self.lease_id,
-                self.estimate if actual is None else actual,
-                customer=self.decision.customer,
-                plan=self.decision.plan,
-            )
+        if self.settlement is not None:
+            return self._again(actual)
+        guard: Guard = self._guard  # type: ignore[assignment]
+        self.settlement = guard.settle(
+            self.lease_id,
+            self.estimate if actual is None else actual,
+            customer=self.decision.customer,
+            plan=self.decision.plan,
+        )
         return self.settlement
 
     def __enter__(self) -> Lease:
@@ -172,14 +188,15 @@ class AsyncLease(_LeaseBase):
         """See `Lease.settle`."""
         if self.lease_id is None:
             return None
-        if self.settlement is None:
-            guard: AsyncGuard = self._guard  # type: ignore[assignment]
-            self.settlement = await guard.settle(
-                self.lease_id,
-                self.estimate if actual is None else actual,
-                customer=self.decision.customer,
-                plan=self.decision.plan,
-            )
+        if self.settlement is not None:
+            return self._again(actual)
+        guard: AsyncGuard = self._guard  # type: ignore[assignment]
+        self.settlement = await guard.settle(
+            self.lease_id,
+            self.estimate if actual is None else actual,
+            customer=self.decision.customer,
+            plan=self.decision.plan,
+        )
         return self.settlement
 
     async def __aenter__(self) -> AsyncLease:

@@ -26,14 +26,16 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
 from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import ConfigurationError, LeaseError
+from quotaguard.core.meaning import convert, meaning, slot, slot_name
 from quotaguard.core.policy import Cost, Plan
 
 from .base import LeaseRequest, MetaChange
 
-# A customer's record: [expires_us, limit names, other limits' states or None, *states].
-# The states line up with the names; states of limits outside the current plan (after a
-# plan change, or a revoked customer's scope plan) wait in the dict at index 2.
-_EXPIRES, _NAMES, _EXTRAS, _STATES = 0, 1, 2, 3
+# A customer's record: [expires_us, limits, other limits' states or None, *states].
+# The states line up with the limits they were computed for; states of limits outside
+# the current plan (after a plan change, or a revoked customer's scope plan) wait in the
+# dict at index 2, by slot (name and kind), as (meaning, state): see quotaguard.core.meaning.
+_EXPIRES, _LIMITS, _EXTRAS, _STATES = 0, 1, 2, 3
 _new = tuple.__new__
 Record = list[Any]
 
@@ -154,15 +156,19 @@ class MemoryBackend:
             target = cast(Plan, resolved)
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
-            if record is not None and record[_NAMES] is target.names:
+            if record is not None and record[_LIMITS] is target.limits:
                 states: Any = record[_STATES:]
             else:
-                states = self._states(record, target)
+                states = self._states(record, target, now)
             allowed, new_states, statuses, expiry = engine.evaluate_plan(
                 target, states, now, cost, lease
             )
             if allowed:
-                if record is not None and record[_EXTRAS] is None:
+                if (
+                    record is not None
+                    and record[_EXTRAS] is None
+                    and record[_LIMITS] is target.limits
+                ):
                     record[_EXPIRES] = expiry
                     record[_STATES:] = new_states
                 else:
@@ -172,6 +178,9 @@ class MemoryBackend:
                     self._leases[lease[0]] = _LeaseRecord(
                         customer, target, cost, now, now + ttl, now + 2 * ttl
                     )
+            elif record is not None and record[_LIMITS] is not target.limits:
+                # the first decision under a changed definition keeps its conversion
+                self._store(customer, record, target, list(states), expiry)
         self._calls += 1
         if not self._calls & 15:
             self._sweep(now)
@@ -200,13 +209,11 @@ class MemoryBackend:
             if lease.settled is not None:
                 return Settlement(lease_id, lease.estimate, lease.settled, True)
             record = self._records.get(lease.customer)
-            states = self._states(record, lease.plan)
+            states = self._states(record, lease.plan, now)
             new_states, expiry = engine.settle(
                 lease.plan.limits, states, now, lease.reserved_at, lease_id, lease.estimate, actual
             )
-            self._store(
-                lease.customer, self._records.get(lease.customer), lease.plan, new_states, expiry
-            )
+            self._store(lease.customer, record, lease.plan, new_states, expiry)
             self._leases[lease_id] = attrs.evolve(lease, settled=actual)
         return Settlement(lease_id, lease.estimate, actual, False)
 
@@ -228,27 +235,39 @@ class MemoryBackend:
         target = resolve(catalogue, meta, plan, scope)
         assert isinstance(target, Plan)
         with self._lock(customer):
-            states = self._states(self._records.get(customer), target)
+            states = self._states(self._records.get(customer), target, now)
             return target.name, engine.peek(target.limits, states, now)
 
     # -- records ---------------------------------------------------------------------
 
-    def _states(self, record: Record | None, plan: Plan) -> list[Any] | tuple[None, ...]:
-        """The stored states lined up with ``plan``'s limits (realigning the record)."""
+    def _states(self, record: Record | None, plan: Plan, now: int) -> list[Any] | tuple[None, ...]:
+        """The stored states as ``plan``'s limits read them at ``now``; changes nothing.
+
+        A state kept for another definition of a limit of the same name is converted
+        (see `quotaguard.core.meaning`).
+        """
         if record is None:
             nones = self._nones.get(len(plan.names))
             if nones is None:
                 nones = self._nones[len(plan.names)] = (None,) * len(plan.names)
             return nones
-        names = record[_NAMES]
-        if names is not plan.names and names != plan.names:
-            by_name = dict(zip(names, record[_STATES:], strict=True))
-            if record[_EXTRAS]:
-                by_name.update(record[_EXTRAS])
-            record[_STATES:] = [by_name.pop(name, None) for name in plan.names]
-            record[_NAMES] = plan.names
-            record[_EXTRAS] = {k: v for k, v in by_name.items() if v is not None} or None
-        return record[_STATES:]
+        if record[_LIMITS] is plan.limits:
+            return record[_STATES:]
+        kept = self._kept(record)
+        states = []
+        for limit in plan.limits:
+            found = kept.get(slot(limit))
+            states.append(None if found is None else convert(found[0], found[1], limit, now))
+        return states
+
+    @staticmethod
+    def _kept(record: Record) -> dict[str, tuple[str, Any]]:
+        """Every stored state of ``record`` by slot, as (meaning, state)."""
+        kept: dict[str, tuple[str, Any]] = dict(record[_EXTRAS] or {})
+        for limit, state in zip(record[_LIMITS], record[_STATES:], strict=True):
+            if state is not None:
+                kept[slot(limit)] = (meaning(limit), state)
+        return kept
 
     def _store(
         self,
@@ -258,13 +277,23 @@ class MemoryBackend:
         states: list[Any],
         expiry: float,
     ) -> None:
+        """Store ``states``, computed for ``plan``'s limits; keep the others' states."""
         if record is None:
             if any(state is not None for state in states):
-                self._records[customer] = [expiry, plan.names, None, *states]
+                self._records[customer] = [expiry, plan.limits, None, *states]
             return
-        if record[_EXTRAS] is not None and record[_EXPIRES] > expiry:
+        if record[_LIMITS] is plan.limits and record[_EXTRAS] is None:
+            record[_EXPIRES] = expiry
+            record[_STATES:] = states
+            return
+        others = self._kept(record)
+        for limit in plan.limits:
+            others.pop(slot(limit), None)
+        if others and record[_EXPIRES] > expiry:
             expiry = record[_EXPIRES]
         record[_EXPIRES] = expiry
+        record[_LIMITS] = plan.limits
+        record[_EXTRAS] = others or None
         record[_STATES:] = states
 
     def _sweep(self, now: int) -> None:
@@ -301,13 +330,12 @@ class MemoryBackend:
             if limits is None:
                 del self._records[customer]
                 return
-            names = record[_NAMES]
-            for index, name in enumerate(names):
-                if name in limits:
+            for index, limit in enumerate(record[_LIMITS]):
+                if limit.name in limits:
                     record[_STATES + index] = None
             if record[_EXTRAS]:
                 record[_EXTRAS] = {
-                    k: v for k, v in record[_EXTRAS].items() if k not in limits
+                    k: v for k, v in record[_EXTRAS].items() if slot_name(k) not in limits
                 } or None
 
     def record_audit(self, customer: str, entry: AuditEntry) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from quotaguard.core.errors import ConfigurationError, UnknownPlanError
+from quotaguard.core.errors import ConfigurationError, UnknownPlanError, shown
 from quotaguard.core.policy import Concurrency, Limit, Plan, RollingWindow, TokenBucket
 
 logger = logging.getLogger("quotaguard")
@@ -27,17 +28,19 @@ class PlanCatalogue:
     """Every plan by name, and the default plan for customers who name none."""
 
     def __init__(self, plans: Iterable[Plan] | Mapping[str, Plan], default: str | None = None):
+        if isinstance(plans, str | bytes) or not isinstance(plans, Iterable | Mapping):
+            raise ConfigurationError(f"plans must be a collection of Plan, got {shown(plans)}")
         items = list(plans.values()) if isinstance(plans, Mapping) else list(plans)
         self._plans: dict[str, Plan] = {}
         for plan in items:
             if not isinstance(plan, Plan):
-                raise ConfigurationError(f"the catalogue holds {plan!r}, which is not a Plan")
+                raise ConfigurationError(f"the catalogue holds {shown(plan)}, which is not a Plan")
             if plan.name in self._plans:
                 raise ConfigurationError(f"duplicate plan name {plan.name!r}")
             self._plans[plan.name] = plan
-        if default is not None and default not in self._plans:
+        if default is not None and (not isinstance(default, str) or default not in self._plans):
             raise ConfigurationError(
-                f"default plan {default!r} is not in the catalogue ({self._describe()})"
+                f"default plan {shown(default)} is not in the catalogue ({self._describe()})"
             )
         self.default = default
         """The name of the default plan, or None."""
@@ -52,16 +55,16 @@ class PlanCatalogue:
         return self._plans
 
     def __contains__(self, name: object) -> bool:
-        return name in self._plans
+        return isinstance(name, str) and name in self._plans
 
     def __getitem__(self, name: str) -> Plan:
         """The plan called ``name``; `UnknownPlanError` if there is none."""
-        try:
-            return self._plans[name]
-        except KeyError:
+        plan = self._plans.get(name) if isinstance(name, str) else None
+        if plan is None:
             raise UnknownPlanError(
-                f"unknown plan {name!r}; the catalogue has {self._describe()}"
-            ) from None
+                f"unknown plan {shown(name)}; the catalogue has {self._describe()}"
+            )
+        return plan
 
     def get(self, name: str | None) -> Plan:
         """The plan called ``name``, or the default plan when ``name`` is None."""
@@ -69,14 +72,11 @@ class PlanCatalogue:
             if self.default is None:
                 raise UnknownPlanError("no plan was given and the catalogue has no default plan")
             return self._plans[self.default]
-        plan = self._plans.get(name)
-        if plan is None:
-            return self[name]
-        return plan
+        return self[name]
 
     def assigned(self, assigned: str | None, requested: str | None) -> Plan:
         """The operator-assigned plan if it still exists, else `get(requested)`."""
-        if assigned is not None:
+        if isinstance(assigned, str):
             plan = self._plans.get(assigned)
             if plan is not None:
                 return plan
@@ -96,9 +96,11 @@ class PlanCatalogue:
     @classmethod
     def from_toml(cls, path: str | Path) -> PlanCatalogue:
         """Load a catalogue from a TOML file (see `from_toml_string` for the format)."""
+        if not isinstance(path, str | os.PathLike):
+            raise ConfigurationError(f"a plans file must be a path, got {shown(path)}")
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
+        except (OSError, UnicodeDecodeError, ValueError) as error:
             raise ConfigurationError(f"cannot read plans file {str(path)!r}: {error}") from error
         return cls.from_toml_string(text, source=str(path))
 
@@ -119,6 +121,8 @@ class PlanCatalogue:
         A bare string is a rolling window; a table's ``kind`` defaults to
         ``rolling_window``. A plan may set ``shadow = true``.
         """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"{source}: TOML text must be a string, got {shown(text)}")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
@@ -128,10 +132,12 @@ class PlanCatalogue:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> PlanCatalogue:
         """Load a catalogue from the structure `from_toml_string` describes."""
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"{source}: expected a table of plans, got {shown(data)}")
         unknown = set(data) - {"default_plan", "plans"}
         if unknown:
             raise ConfigurationError(
-                f"{source}: unknown top-level keys {sorted(unknown)}; expected "
+                f"{source}: unknown top-level keys {sorted(unknown, key=repr)}; expected "
                 "'default_plan' and 'plans'"
             )
         plans_data = data.get("plans")
@@ -140,7 +146,9 @@ class PlanCatalogue:
         plans = [_plan(name, body, source) for name, body in plans_data.items()]
         default = data.get("default_plan")
         if default is not None and not isinstance(default, str):
-            raise ConfigurationError(f"{source}: default_plan must be a string, got {default!r}")
+            raise ConfigurationError(
+                f"{source}: default_plan must be a string, got {shown(default)}"
+            )
         try:
             return cls(plans, default=default)
         except ConfigurationError as error:
@@ -148,14 +156,14 @@ class PlanCatalogue:
 
 
 def _plan(name: str, body: Any, source: str) -> Plan:
-    where = f"{source}: plan {name!r}"
+    where = f"{source}: plan {shown(name)}"
     if not isinstance(body, Mapping):
-        raise ConfigurationError(f"{where}: expected a table, got {body!r}")
+        raise ConfigurationError(f"{where}: expected a table, got {shown(body)}")
     shadow = body.get("shadow", False)
     if not isinstance(shadow, bool):
-        raise ConfigurationError(f"{where}: shadow must be true or false, got {shadow!r}")
+        raise ConfigurationError(f"{where}: shadow must be true or false, got {shown(shadow)}")
     limits = [
-        _limit(limit_name, spec, f"{where}, limit {limit_name!r}")
+        _limit(limit_name, spec, f"{where}, limit {shown(limit_name)}")
         for limit_name, spec in body.items()
         if limit_name not in _PLAN_KEYS
     ]
@@ -169,12 +177,12 @@ def _limit(name: str, spec: Any, where: str) -> Limit:
     if isinstance(spec, str):
         spec = {"rate": spec}
     if not isinstance(spec, Mapping):
-        raise ConfigurationError(f"{where}: expected a rate string or a table, got {spec!r}")
+        raise ConfigurationError(f"{where}: expected a rate string or a table, got {shown(spec)}")
     options = dict(spec)
     kind = options.pop("kind", "rolling_window")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise ConfigurationError(
-            f"{where}: unknown kind {kind!r}; expected one of {', '.join(sorted(_KINDS))}"
+            f"{where}: unknown kind {shown(kind)}; expected one of {', '.join(sorted(_KINDS))}"
         )
     klass, required, optional = _KINDS[kind]
     missing = required - set(options)
@@ -182,9 +190,8 @@ def _limit(name: str, spec: Any, where: str) -> Limit:
         raise ConfigurationError(f"{where}: missing {', '.join(sorted(missing))}")
     extra = set(options) - required - optional
     if extra:
-        raise ConfigurationError(
-            f"{where}: unknown keys {', '.join(sorted(extra))} for kind {kind!r}"
-        )
+        keys = sorted(key if isinstance(key, str) else shown(key) for key in extra)
+        raise ConfigurationError(f"{where}: unknown keys {', '.join(keys)} for kind {shown(kind)}")
     try:
         if klass is RollingWindow:
             return RollingWindow.from_rate(

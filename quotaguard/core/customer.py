@@ -5,22 +5,30 @@ Stored: plan assignment, limit overrides, revocation and shadow mode.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
 from quotaguard.core.catalogue import PlanCatalogue
-from quotaguard.core.errors import ConfigurationError
+from quotaguard.core.errors import ConfigurationError, shown
 from quotaguard.core.policy import Limit, Plan, check_name
 
 
-def _scopes(value: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"allow_scopes must map scope names to plan names, got {value!r}")
-    return tuple(
-        sorted(
-            (check_name(scope, "scope"), check_name(plan, "plan")) for scope, plan in value.items()
+def _scopes(
+    value: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, tuple | list) and all(
+        isinstance(pair, tuple | list) and len(pair) == 2 for pair in value
+    ):
+        pairs = list(value)  # the (scope, plan) pairs a Revocation holds
+    else:
+        raise ConfigurationError(
+            f"allow_scopes must map scope names to plan names, got {shown(value)}"
         )
+    return tuple(
+        sorted((check_name(scope, "scope"), check_name(plan, "plan")) for scope, plan in pairs)
     )
 
 
@@ -40,7 +48,7 @@ class Revocation:
     @reason.validator
     def _check_reason(self, _: attrs.Attribute[str], value: str) -> None:
         if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(f"a revocation needs a non-empty reason, got {value!r}")
+            raise ConfigurationError(f"a revocation needs a non-empty reason, got {shown(value)}")
 
     def plan_for(self, scope: str | None) -> str | None:
         """The plan still allowed for ``scope``, or None if the scope is refused."""

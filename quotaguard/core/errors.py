@@ -8,6 +8,15 @@ if TYPE_CHECKING:
     from quotaguard.core.decision import Decision
 
 
+def shown(value: object) -> str:
+    """``repr(value)``, cut to a length fit for an error message."""
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 class QuotaguardError(Exception):
     """Root of every error quotaguard raises."""
 

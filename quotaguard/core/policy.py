@@ -13,8 +13,15 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from quotaguard.core.errors import ConfigurationError
-from quotaguard.core.rates import SECOND_US, Rate, parse_duration, parse_rate
+from quotaguard.core.errors import ConfigurationError, shown
+from quotaguard.core.rates import (
+    MAX_AMOUNT,
+    MAX_DURATION_US,
+    SECOND_US,
+    Rate,
+    parse_duration,
+    parse_rate,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -29,20 +36,28 @@ def check_name(value: str, what: str) -> str:
     """Validate a limit, plan or scope name: 1-64 of ``A-Z a-z 0-9 _ . -``."""
     if not isinstance(value, str) or not _NAME.match(value):
         raise ConfigurationError(
-            f"{what} name {value!r} is invalid: use 1-64 characters from A-Z a-z 0-9 _ . - "
-            "starting with a letter or digit"
+            f"{what} name {shown(value)} is invalid: use 1-64 characters from "
+            "A-Z a-z 0-9 _ . - starting with a letter or digit"
         )
-    return value
+    return str.__str__(value)  # a plain str, even from a str subclass
 
 
 def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigurationError(f"{what} must be a positive integer, got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
+        raise ConfigurationError(
+            f"{what} must be a positive integer, got {shown(value)} (at most 2**53)"
+        )
+    return int(value)
 
 
 def _rate(value: str | Rate) -> Rate:
-    return value if isinstance(value, Rate) else parse_rate(value)
+    if not isinstance(value, Rate):
+        return parse_rate(value)
+    _positive_int(value.amount, "rate amount")
+    period = value.period_us
+    if isinstance(period, bool) or not isinstance(period, int) or not 0 < period <= MAX_DURATION_US:
+        raise ConfigurationError(f"rate period must be 1 to 2**52 microseconds, got {period!r}")
+    return value
 
 
 def _limit_name(value: str) -> str:
@@ -80,6 +95,10 @@ class TokenBucket:
     unit: str = attrs.field(default="requests", kw_only=True)
     interval_us: float = attrs.field(init=False)
     """Microseconds for one unit to refill."""
+    room_us: float = attrs.field(init=False, eq=False, repr=False)
+    """The most backlog, in microseconds, that still admits: ``capacity * interval_us``
+    and a relative 2**-36 plus 1e-9 units of tolerance for the rounding of sums, at most
+    2**52 (a bucket holds at most about 142 years of refill)."""
 
     @capacity.validator
     def _check_capacity(self, _: attrs.Attribute[int], value: int) -> None:
@@ -92,6 +111,14 @@ class TokenBucket:
     @interval_us.default
     def _interval(self) -> float:
         return self.refill.period_us / self.refill.amount
+
+    @room_us.default
+    def _room(self) -> float:
+        burst = self.capacity * self.interval_us
+        # the relative slack absorbs the rounding that adding fractional intervals
+        # accumulates (a burst of `capacity` unit calls adds `capacity` roundings)
+        room = burst + burst * 2**-36 + 1e-9 * self.interval_us
+        return room if room < MAX_DURATION_US else float(MAX_DURATION_US)
 
     @property
     def kind(self) -> str:
@@ -264,6 +291,15 @@ def charge(limit: Limit, cost: Cost) -> float:
     if isinstance(cost, Mapping):
         return cost.get(limit.unit, 1 if limit.unit == "requests" else 0)
     return cost
+
+
+def same_cost(first: Cost, second: Cost) -> bool:
+    """Whether two costs are the same amounts (``1 == 1.0``; mappings unit by unit)."""
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        if not (isinstance(first, Mapping) and isinstance(second, Mapping)):
+            return False
+        return dict(first) == dict(second)
+    return first == second
 
 
 def _limits(value: Iterable[Limit]) -> tuple[Limit, ...]:

@@ -70,6 +70,44 @@ def _retry_us(spec: RollingWindow, state: State, now: int, cost: float) -> float
     return drop_time(spec, state[-2]) - now
 
 
+def _wait_us(spec: RollingWindow, state: State, now: int, cost: float) -> float:
+    """Whole microseconds to wait before ``cost`` fits: waiting that long admits it."""
+    wait = _retry_us(spec, state, now, cost)
+    if wait == math.inf:
+        return wait
+    wait = math.ceil(wait)
+    for _ in range(4):  # a sum of fractional counts may round the other way: look again
+        later = now + wait
+        if step(spec, state, later, cost)[1]:
+            break
+        wait += max(1, math.ceil(_retry_us(spec, evict(spec, state, later), later, cost)))
+    return float(wait)
+
+
+def convert(spec: RollingWindow, old_granularity_us: int, state: State, now: int) -> State:
+    """A state kept with buckets of ``old_granularity_us``, in ``spec``'s buckets.
+
+    Each bucket's count moves to the new bucket holding the latest instant its events
+    can have happened: exactly the new window's own buckets when the new granularity is
+    a multiple of the old one, else counted a little longer than needed (never less).
+    The total is kept.
+    """
+    if state is None:
+        return None
+    granularity = spec.granularity_us
+    converted: list[float] = [state[0]]
+    for index in range(1, len(state), 2):
+        latest = state[index] + old_granularity_us - 1
+        if latest > now:
+            latest = now
+        start = latest - latest % granularity
+        if len(converted) > 1 and converted[-2] == start:
+            converted[-1] += state[index + 1]
+        else:
+            converted += (start, state[index + 1])
+    return tuple(converted)
+
+
 def status(
     spec: RollingWindow, state: State, now: int, allowed: bool, retry_us: float
 ) -> LimitStatus:
@@ -100,7 +138,7 @@ def step(
         return (cost, current, cost), True, end - end % granularity + granularity, 0.0
     total = state[0] + cost
     if total > spec.quota:
-        return state, False, drop_time(spec, state[-2]), _retry_us(spec, state, now, cost)
+        return state, False, drop_time(spec, state[-2]), _wait_us(spec, state, now, cost)
     if cost > 0:
         if state[-2] == current:
             state = (total, *state[1:-1], state[-1] + cost)

@@ -90,3 +90,37 @@ def test_state_stays_bounded_and_expires(steps):
     # once the state has expired it no longer changes any decision
     _, status, _ = rolling_window.check(spec, state, int(expiry), 0)
     assert status.used == 0
+
+
+SECOND_US = 1_000_000
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([1, 2, 3, 5, 10]),
+    st.sampled_from([1, 2, 3, 5, 10, 30]),
+    st.lists(st.tuples(st.integers(0, 3 * SECOND_US), st.integers(1, 5)), max_size=20),
+)
+def test_a_converted_window_counts_every_event_no_shorter_and_exactly_when_coarser(
+    old_g, new_g, events
+):
+    from quotaguard.core.rolling_window import convert
+
+    start = 1_767_225_600 * SECOND_US
+    old = RollingWindow("w", 10**6, 60, old_g)
+    new = RollingWindow("w", 10**6, 60, new_g)
+    state = direct = None
+    now = start
+    for gap, cost in events:
+        now += gap
+        state = rolling_window.step(old, state, now, cost)[0]
+        direct = rolling_window.step(new, direct, now, cost)[0]
+    converted = convert(new, old.granularity_us, state, now)
+    if state is None:
+        assert converted is None
+        return
+    assert converted[0] == direct[0]  # the total is kept
+    if new_g % old_g == 0:
+        assert converted == direct  # exactly the new window's own buckets
+    for later in range(now, now + 80 * SECOND_US, 7 * SECOND_US):
+        assert rolling_window.used(new, converted, later) >= rolling_window.used(new, direct, later)

@@ -32,6 +32,7 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
 from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable, LeaseError
+from quotaguard.core.meaning import meaning
 from quotaguard.core.policy import (
     Concurrency,
     Cost,
@@ -152,6 +153,8 @@ def parse_state(limit: Limit, raw: Any) -> Any:
         return None
     kind = limit.__class__
     if kind is TokenBucket:
+        if raw.__class__ is list:
+            return (int(raw[0]), float(raw[1]))
         return raw if raw.__class__ is int else int(raw)
     if kind is RollingWindow:
         return tuple([value if value.__class__ is int else float(value) for value in raw])
@@ -165,13 +168,19 @@ def parse_state(limit: Limit, raw: Any) -> Any:
 # -- plans and settings --------------------------------------------------------------
 
 
+def section_name(limit: Limit) -> str:
+    """The name of a limit's section in the state string: ``name|meaning``."""
+    return f"{limit.name}|{meaning(limit)}"
+
+
 def limit_args(limit: Limit) -> str:
-    """A limit as the scripts read it: ``"kind name a b c "`` (see decide.lua)."""
+    """A limit as the scripts read it: ``"kind name|meaning a b c "`` (see decide.lua)."""
+    name = section_name(limit)
     if isinstance(limit, TokenBucket):
-        return f"t {limit.name} {fmt(limit.interval_us)} {limit.capacity} 0 "
+        return f"t {name} {fmt(limit.interval_us)} {limit.capacity} 0 "
     if isinstance(limit, RollingWindow):
-        return f"r {limit.name} {limit.quota} {limit.window_us} {limit.granularity_us} "
-    return f"c {limit.name} {limit.max_in_flight} {limit.lease_ttl_us} 0 "
+        return f"r {name} {limit.quota} {limit.window_us} {limit.granularity_us} "
+    return f"c {name} {limit.max_in_flight} {limit.lease_ttl_us} 0 "
 
 
 def plan_arg(limits: tuple[Limit, ...]) -> str:

@@ -17,15 +17,16 @@
 -- Reply:   {0, version, json}  the stored settings differ from ARGV[2]: resolve again
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), nil when
---          empty: a token bucket's tat (integer); a rolling window's buckets as a flat
+--          empty: a token bucket's tat (integer), or {tat, carry}; a rolling window's buckets as a flat
 --          array {total, start_1, count_1, ...} (quotaguard.core's tuple), or, when the
 --          caller need not walk them, only {total, first, 0, last, last_count} or
 --          {total, last, last_count}; a concurrency limit's "lease,expiry;" text.
 --          Numbers that are not whole are sent as '%.17g' strings.
 --
 -- State: one string of sections, one per limit name, kept for names outside the plan
--- too: byte #name, name, uint32le #state, state. A token bucket's state is its tat
--- (double); a rolling window's is a head of five doubles (total, first start, last
+-- too: byte #name, name|meaning, uint32le #state, state (see state.lua; a state whose
+-- meaning differs from the plan's limit is converted first). A token bucket's state is
+-- its tat (double), then its carry (double) when not 0; a rolling window's is a head of five doubles (total, first start, last
 -- start, last count, step) then every bucket but the last, oldest first, each a varint
 -- x = count * 4 + flags (flags 2: x carries no count, a double follows; flags 1: the
 -- next bucket starts a zigzag varint delta later instead of step); a concurrency limit's is
@@ -53,12 +54,20 @@ for i = 1, n do
   local name = plan[base + 2]
   kinds[i], names[i], pa[i], pb[i], pc[i] =
     plan[base + 1], name, plan[base + 3], plan[base + 4], plan[base + 5]
-  in_plan[name] = true
+  in_plan[slot(name)] = true
 end
 
--- the stored sections
+-- the stored sections, each as its limit now reads it (converted when its meaning
+-- differs: see state.lua)
 local blob = redis.call('GET', KEYS[2])
-local sections, extras = read_sections(blob, in_plan)
+local stored, extras, fulls = read_sections(blob, in_plan)
+local sections = {}
+local converted = false
+for i = 1, n do
+  local name = slot(names[i])
+  sections[i] = convert(fulls[name], stored[name], names[i], kinds[i], pa[i], pb[i], pc[i], now)
+  if stored[name] and fulls[name] ~= names[i] then converted = true end
+end
 
 -- a number for the reply: whole numbers as integers, others exactly as text
 local function out(x)
@@ -66,49 +75,11 @@ local function out(x)
   return string.format('%.17g', x)
 end
 
--- one ring entry: count, delta to the next bucket's start, position after it
-local function entry(s, pos, step)
-  local b = byte(s, pos)
-  local x, m = b % 128, 128
-  while b >= 128 do
-    pos = pos + 1
-    b = byte(s, pos)
-    x = x + (b % 128) * m
-    m = m * 128
-  end
-  pos = pos + 1
-  local flags = x % 4
-  local count
-  if flags >= 2 then
-    count = unpack_('<d', s, pos)
-    pos = pos + 8
-  else
-    count = (x - flags) / 4
-  end
-  if flags % 2 == 0 then return count, step, pos end
-  b = byte(s, pos)
-  x, m = b % 128, 128
-  while b >= 128 do
-    pos = pos + 1
-    b = byte(s, pos)
-    x = x + (b % 128) * m
-    m = m * 128
-  end
-  if x % 2 == 1 then return count, -(x + 1) / 2, pos + 1 end
-  return count, x / 2, pos + 1
-end
-
-local function put(count, delta, step)
-  local flags = 0
-  if delta ~= step then flags = 1 end
-  local s
-  if count == floor(count) and count >= 0 and count < 2251799813685248 then
-    s = varint(count * 4 + flags)
-  else
-    s = varint(2 + flags) .. pack('<d', count)
-  end
-  if flags == 1 then s = s .. varint(zigzag(delta)) end
-  return s
+-- a token bucket's state for the reply: tat, or {tat, carry}
+local function tb_out(s)
+  local tat, carry = tb_read(s)
+  if carry == 0 then return out(tat) end
+  return {out(tat), out(carry)}
 end
 
 -- rolling window state table: {total, first, last, last_count, body, step}
@@ -117,7 +88,7 @@ local function rw_read(s)
   return {total, first, last, lc, sub(s, 41), step}
 end
 
-local function rw_encode(st)
+local function rw_pack(st)
   return pack('<ddddd', st[1], st[2], st[3], st[4], st[6]) .. st[5]
 end
 
@@ -128,7 +99,7 @@ local function rw_flat(st)
   local len = #body
   while pos <= len do
     local count, delta
-    count, delta, pos = entry(body, pos, step)
+    count, delta, pos = ring_entry(body, pos, step)
     flat[#flat + 1] = start
     flat[#flat + 1] = out(count)
     start = start + delta
@@ -146,7 +117,7 @@ local function rw_evict(st, now, window, g)
   while pos <= len do
     if start >= oldest then break end
     local count, delta
-    count, delta, pos = entry(body, pos, step)
+    count, delta, pos = ring_entry(body, pos, step)
     total = total - count
     start = start + delta
   end
@@ -160,7 +131,7 @@ local function rw_add(st, now, g, amount)
   if st[3] == current then
     return {st[1] + amount, st[2], st[3], st[4] + amount, st[5], st[6]}
   end
-  return {st[1] + amount, st[2], current, amount, st[5] .. put(st[4], current - st[3], st[6]), st[6]}
+  return {st[1] + amount, st[2], current, amount, st[5] .. ring_put(st[4], current - st[3], st[6]), st[6]}
 end
 
 local function rw_drop(start, window, g)
@@ -171,11 +142,11 @@ end
 if ARGV[1] == 'p' then
   local reply = {1, now, 1}
   for i = 1, n do
-    local s = sections[names[i]]
+    local s = sections[i]
     if s == nil then
       reply[3 + i] = false
     elseif kinds[i] == 't' then
-      reply[3 + i] = out(unpack_('<d', s))
+      reply[3 + i] = tb_out(s)
     elseif kinds[i] == 'r' then
       reply[3 + i] = rw_flat(rw_read(s))
     else
@@ -225,25 +196,26 @@ local walk = {}
 for i = 1, n do
   local kind = kinds[i]
   local cost = costs[i]
-  local raw = sections[names[i]]
+  local raw = sections[i]
   if kind == 't' then
     local interval, capacity = pa[i], pb[i]
-    local tat = nil
-    if raw then tat = unpack_('<d', raw) end
-    local backlog = 0.0
-    if tat ~= nil and tat > now then backlog = tat - now end
+    local tat, carry = nil, 0
+    if raw then tat, carry = tb_read(raw) end
+    local backlog = tb_backlog(tat, carry, now)
     local needed = backlog + cost * interval
-    if needed > capacity * interval then
+    local burst = capacity * interval
+    local room = burst + burst * TB_SLACK + TB_EPSILON * interval
+    if room >= TB_MAX_BACKLOG then room = TB_MAX_BACKLOG end
+    if needed > room then
       allowed = false
       if now + backlog > expiry then expiry = now + backlog end
     elseif needed <= 0 then
       news[i] = false
     else
-      local new_tat = now + floor(needed)
-      if new_tat > now then news[i] = pack('<d', new_tat) else news[i] = false end
-      if new_tat > expiry then expiry = new_tat end
+      news[i] = tb_state(now, needed)
+      if now + math.ceil(needed) > expiry then expiry = now + math.ceil(needed) end
     end
-    if tat == nil then reply[3 + i] = false else reply[3 + i] = out(tat) end
+    if raw then reply[3 + i] = tb_out(raw) else reply[3 + i] = false end
   elseif kind == 'r' then
     local quota, window, g = pa[i], pb[i], pc[i]
     local st = nil
@@ -259,7 +231,7 @@ for i = 1, n do
       local after = st
       if cost > 0 then after = rw_add(st, now, g, cost) end
       if after ~= nil then
-        news[i] = rw_encode(after)
+        news[i] = rw_pack(after)
         local until_ = rw_drop(after[3], window, g)
         if until_ > expiry then expiry = until_ end
         walk[i] = floor(quota - after[1] + EPSILON) <= 0
@@ -285,7 +257,7 @@ end
 
 for i = 1, n do
   local st = reply[3 + i]
-  if type(st) == 'table' then
+  if kinds[i] == 'r' and type(st) == 'table' then
     if (not allowed) or walk[i] then
       reply[3 + i] = rw_flat(st)
     elseif st[2] == st[3] then
@@ -298,12 +270,15 @@ end
 
 if not allowed then
   reply[3] = 0
+  if converted then  -- the first decision under a changed definition keeps its conversion
+    store_sections(KEYS[2], names, sections, extras, expiry, now, blob)
+  end
   return reply
 end
 
 store_sections(KEYS[2], names, news, extras, expiry, now, blob)
 if token ~= '' and KEYS[3] then
   redis.call('SET', KEYS[3], string.format('%d', now + 2 * tonumber(ARGV[8])) .. ','
-    .. string.format('%d', now), 'PX', math.ceil(2 * tonumber(ARGV[8]) / 1000))
+    .. string.format('%d', now), 'PX', millis(math.ceil(2 * tonumber(ARGV[8]) / 1000)))
 end
 return reply

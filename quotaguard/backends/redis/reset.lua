@@ -12,8 +12,8 @@ local forget = {}
 for i = 1, #ARGV do forget[ARGV[i]] = true end
 local states, kept = read_sections(blob, forget)
 local dropped = 0
-for name in pairs(forget) do
-  if states[name] then dropped = dropped + 1 end
+for key in pairs(states) do
+  if forget[base_name(key)] then dropped = dropped + 1 end
 end
 if dropped == 0 then return 0 end
 if #kept == 0 then

@@ -25,97 +25,37 @@ if bar ~= '' then return {1, settled} end
 reserved_at = tonumber(reserved_at)
 local token = ARGV[3]
 
-local function uvarint(s, pos)
-  local b = byte(s, pos)
-  local x, m = b % 128, 128
-  while b >= 128 do
-    pos = pos + 1
-    b = byte(s, pos)
-    x = x + (b % 128) * m
-    m = m * 128
-  end
-  return x, pos + 1
-end
-
--- rolling window: decode to arrays of bucket starts and counts (format: see decide.lua)
-local function rw_decode(s)
-  local total, first, last, lc, step = unpack_('<ddddd', s)
-  local starts, counts = {}, {}
-  local start, pos, len = first, 41, #s
-  while pos <= len do
-    local x, count, delta
-    x, pos = uvarint(s, pos)
-    local flags = x % 4
-    if flags >= 2 then
-      count = unpack_('<d', s, pos)
-      pos = pos + 8
-    else
-      count = (x - flags) / 4
-    end
-    if flags % 2 == 1 then
-      delta, pos = uvarint(s, pos)
-      if delta % 2 == 1 then delta = -(delta + 1) / 2 else delta = delta / 2 end
-    else
-      delta = step
-    end
-    starts[#starts + 1] = start
-    counts[#counts + 1] = count
-    start = start + delta
-  end
-  starts[#starts + 1] = last
-  counts[#counts + 1] = lc
-  return total, starts, counts, step
-end
-
-local function rw_encode(total, starts, counts, step)
-  local m = #starts
-  local parts = {pack('<ddddd', total, starts[1], starts[m], counts[m], step)}
-  for j = 1, m - 1 do
-    local delta = starts[j + 1] - starts[j]
-    local count = counts[j]
-    local flags = 0
-    if delta ~= step then flags = 1 end
-    if count == floor(count) and count >= 0 and count < 2251799813685248 then
-      parts[#parts + 1] = varint(count * 4 + flags)
-    else
-      parts[#parts + 1] = varint(2 + flags) .. pack('<d', count)
-    end
-    if flags == 1 then parts[#parts + 1] = varint(zigzag(delta)) end
-  end
-  return table.concat(parts)
-end
-
 local kinds, names, pa, pb, pc, in_plan = {}, {}, {}, {}, {}, {}
 local n = 0
 for k, name, a, b, c in string.gmatch(ARGV[4], '(%a) (%S+) (%S+) (%S+) (%S+)') do
   n = n + 1
   kinds[n], names[n], pa[n], pb[n], pc[n] = k, name, tonumber(a), tonumber(b), tonumber(c)
-  in_plan[name] = true
+  in_plan[slot(name)] = true
 end
 local deltas = {}
 for x in string.gmatch(ARGV[5], '%S+') do deltas[#deltas + 1] = tonumber(x) end
 
 local blob = redis.call('GET', KEYS[2])
-local raw, extras = read_sections(blob, in_plan)
+local stored, extras, fulls = read_sections(blob, in_plan)
 
 local expiry = now
 local news = {}
 for i = 1, n do
   local kind = kinds[i]
   local delta = deltas[i]
-  local state = raw[names[i]]
+  local name = slot(names[i])
+  local state = convert(fulls[name], stored[name], names[i], kind, pa[i], pb[i], pc[i], now)
   if kind == 't' then
     local interval = pa[i]
-    local tat = nil
-    if state then tat = unpack_('<d', state) end
-    local backlog = 0
-    if tat ~= nil and tat > now then backlog = tat - now end
-    local new_tat = now + math.floor(backlog + delta * interval)
-    if new_tat <= now then
+    local tat, carry = nil, 0
+    if state then tat, carry = tb_read(state) end
+    local needed = tb_backlog(tat, carry, now) + delta * interval
+    if needed <= 0 then
       news[i] = false
     else
-      news[i] = pack('<d', new_tat)
-      if new_tat > expiry then expiry = new_tat end
+      news[i] = tb_state(now, needed)
+      if needed > TB_MAX_BACKLOG then needed = TB_MAX_BACKLOG end
+      if now + math.ceil(needed) > expiry then expiry = now + math.ceil(needed) end
     end
   elseif kind == 'r' then
     local window, g = pb[i], pc[i]
