@@ -127,10 +127,13 @@ class OperatorChaos(RuleBasedStateMachine):
         if STANDALONE is not None:
             import redis
 
-            from quotaguard.backends.redis import RedisBackend
+            from quotaguard.backends.redis import ClientSettings, RedisBackend
 
             client = redis.Redis(host=redis_support.HOST, port=STANDALONE.port, socket_timeout=5)
-            backend = RedisBackend(client, prefix=redis_support.fresh_prefix())
+            # every answer from Redis itself: the remembered denials' documented staleness
+            # (per-limit figures of the moment Redis refused) is tested in tests/redis
+            exact = ClientSettings(max_staleness=0)
+            backend = RedisBackend(client, prefix=redis_support.fresh_prefix(), settings=exact)
             self.guards.append(Guard(PLANS, backend, default_plan="free"))
         for guard in self.guards:
             guard.clock = self.clock  # one clock, passed explicitly on every call

@@ -168,6 +168,32 @@ def test_a_cached_denial_lasts_until_retry_after_or_the_staleness_bound() -> Non
     elsewhere.close()
 
 
+def test_a_cached_denial_keeps_retry_after_exact_and_answers_only_the_same_request() -> None:
+    server = redis_support.standalone()
+    uri = f"{server.url}?prefix={redis_support.fresh_prefix()}&max_staleness=5"
+    clock = FakeClock()
+    plan = Plan("b", [TokenBucket("burst", 4, "1/10 seconds")])
+    guard = Guard([plan], uri, default_plan="b", clock=clock)
+    assert guard.acquire("c", 3).allowed
+    denied = guard.acquire("c", 2)
+    assert denied.outcome is Outcome.DENIED and denied.retry_after == pytest.approx(10)
+    clock.advance(4)
+    before = _evalsha_calls(server)
+    again = guard.acquire("c", 2)  # from memory: the wait that is left, never the old one
+    assert _evalsha_calls(server) == before
+    assert again.outcome is Outcome.DENIED and again.retry_after == pytest.approx(6)
+    refusing = again.limit("burst")  # its per-limit waits are shortened by the time gone
+    assert refusing.retry_after == pytest.approx(6) and refusing.reset_after <= 26
+    larger = guard.acquire("c", 4)  # not the remembered request: Redis answers it exactly
+    assert _evalsha_calls(server) == before + 1
+    assert larger.outcome is Outcome.DENIED and larger.retry_after == pytest.approx(26)
+    lease = guard.reserve("d", 3)
+    assert guard.acquire("d", 2).outcome is Outcome.DENIED  # remembered
+    lease.settle(0)  # a refund settled through this process forgets the denial at once
+    assert guard.acquire("d", 2).outcome is Outcome.ALLOWED
+    guard.close()
+
+
 @pytest.mark.parametrize(
     ("policy", "risky"),
     [("noeviction", False), ("volatile-lru", True), ("allkeys-lru", True)],

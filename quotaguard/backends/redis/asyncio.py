@@ -253,7 +253,7 @@ class AsyncRedisBackend(RedisBackendBase):
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `quotaguard.backends.base.Backend.settle`."""
-        return await self._run(self._settle(lease_id, actual, now))
+        return await self._run(self._settle(lease_id, actual, now, self.edge.local.forget))
 
     async def peek(
         self,

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar
 
@@ -457,7 +457,14 @@ class RedisBackendBase:
             return engine.decision(customer, target, scope, cost, allowed, statuses, shadow)
         raise BackendUnavailable(f"redis: the settings of {customer!r} keep changing")
 
-    def _settle(self, lease_id: str, actual: Cost, now: int | None) -> Operation[Settlement]:
+    def _settle(
+        self,
+        lease_id: str,
+        actual: Cost,
+        now: int | None,
+        changed: Callable[[str], None] | None = None,
+    ) -> Operation[Settlement]:
+        """Settle ``lease_id``; ``changed`` is told the customer whose usage it changes."""
         token = encode_id(lease_id)
         owner = self._owners.pop(token, None)
         if owner is None:
@@ -466,6 +473,10 @@ class RedisBackendBase:
                 raise LeaseError(f"unknown or expired lease {lease_id!r}")
             owner = _text(raw)
         base, estimate_json, units, plan = owner.split("\n")
+        if changed is not None:
+            customer = self.keys.customer_of(base + ":s")
+            if customer is not None:
+                changed(customer)
         estimate = json.loads(estimate_json)
         deltas = " ".join(
             [

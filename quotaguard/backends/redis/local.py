@@ -1,17 +1,18 @@
 """What one process remembers of Redis's answers, to answer without it.
 
 - A customer refused by a token bucket or a rolling window is refused again from memory,
-  without a round trip, for ``min(retry_after, max_staleness)`` seconds, for any request
-  at least as large (same scope, plan and shadow flag). While Redis is unreachable the
-  denial holds until its whole ``retry_after``.
+  without a round trip, for ``min(retry_after, max_staleness)`` seconds, for the same
+  request (same cost, scope, plan and shadow flag), with the wait that is left of its
+  ``retry_after``. While Redis is unreachable the denial holds until its whole
+  ``retry_after``.
 - A customer this process knows to be revoked (from a decision, a settings read or its
   own change) stays refused while Redis is unreachable, instead of getting the failure
   policy's answer.
 
-Changes made through this process (settings, reset) forget the customer's denial at once;
-changes made elsewhere (restore, override, reset, a refund by settling) reach this
-process within ``max_staleness``. Concurrency denials are never cached: a settle can free
-a slot at any moment.
+Changes made through this process (settings, reset, settling a lease) forget the
+customer's denial at once; changes made elsewhere (restore, override, reset, a refund by
+settling) reach this process within ``max_staleness``. Concurrency denials are never
+cached: a settle can free a slot at any moment.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta, Revocation, resolve
-from quotaguard.core.decision import Decision, Outcome
+from quotaguard.core.decision import Decision, LimitStatuses, Outcome
 from quotaguard.core.engine import revoked
 from quotaguard.core.errors import QuotaguardError
 from quotaguard.core.policy import Concurrency, Cost
@@ -39,11 +40,30 @@ def _now_us(now: int | None) -> int:
     return now if now is not None else int(time.monotonic() * 1e6)
 
 
-def _covers(denied: Cost, cost: Cost) -> bool:
-    """Whether ``cost`` is refused wherever ``denied`` was (at least as large)."""
-    if isinstance(denied, Mapping) or isinstance(cost, Mapping):
-        return denied == cost
-    return cost >= denied
+class _Remembered(LimitStatuses):
+    """The statuses of a decision answered from memory (never remembered again)."""
+
+    __slots__ = ()
+
+
+def _later(decision: Decision, retry_after: float) -> Decision:
+    """``decision`` seen later, when its wait is down to ``retry_after``.
+
+    Every wait is shortened by the time gone; nothing else changes (units refilled
+    meanwhile are not counted, so ``remaining`` errs low).
+    """
+    gone = decision.retry_after - retry_after
+    statuses = _Remembered(
+        tuple(
+            status._replace(
+                retry_after=max(0.0, status.retry_after - gone),
+                refill_after=max(0.0, status.refill_after - gone),
+                reset_after=max(0.0, status.reset_after - gone),
+            )
+            for status in decision.limits
+        )
+    )
+    return decision._replace(retry_after=retry_after, limits=statuses)
 
 
 class LocalAnswers:
@@ -79,12 +99,13 @@ class LocalAnswers:
             or d_scope != scope
             or d_plan != plan
             or d_shadow != shadow
-            or not _covers(d_cost, cost)
+            or d_cost != cost
         ):
             return None
-        if _now_us(now) >= (until if outage else fresh):
+        now_us = _now_us(now)
+        if now_us >= (until if outage else fresh):
             return None
-        return decision
+        return _later(decision, (until - now_us) / 1e6)
 
     def remember(
         self,
@@ -94,15 +115,11 @@ class LocalAnswers:
         shadow: bool,
         now: int | None,
     ) -> None:
-        """Keep ``decision`` when it is a denial that will hold for a while.
-
-        A denial answered from memory is not kept again (its time would restart).
-        """
+        """Keep ``decision`` when it is a denial that will hold for a while."""
         if self.max_staleness_us <= 0 or decision.outcome is not Outcome.DENIED:
             return
-        known = self._denials.get(decision.customer)
-        if known is not None and known[7] is decision:
-            return
+        if decision.limits.__class__ is _Remembered:
+            return  # answered from memory: remembering it again would restart its time
         wait = decision.retry_after
         if not 0 < wait < math.inf:
             return

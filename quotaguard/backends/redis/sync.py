@@ -235,7 +235,7 @@ class RedisBackend(RedisBackendBase):
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `quotaguard.backends.base.Backend.settle`."""
-        return self._run(self._settle(lease_id, actual, now))
+        return self._run(self._settle(lease_id, actual, now, self.edge.local.forget))
 
     def peek(
         self,
