@@ -333,6 +333,20 @@ def _observe_scaled(
     total.inc(math.fsum(raw) * weight / scale)
 
 
+def _at_least_full_where_refused(
+    ratios: list[float], statuses: Sequence[LimitStatus]
+) -> list[float]:
+    """``ratios`` with each limit that refused the decision read as at least 1 (full).
+
+    A token bucket refills continuously, so a refused customer's bucket reads a little
+    under full (0.99996); the top-K and near-limit views count a refusal as full.
+    """
+    return [
+        ratio if status.allowed else max(ratio, 1.0)
+        for ratio, status in zip(ratios, statuses, strict=True)
+    ]
+
+
 def _binding_limit(decision: Decision) -> str:
     """The refusing limit with the longest wait (first in plan order on a tie)."""
     best: LimitStatus | None = None
@@ -514,9 +528,11 @@ class PrometheusExporter:
         A positive delta (the actual cost exceeded the estimate) is added to
         ``quotaguard_units_consumed_total``; a negative one (a refund) to
         ``quotaguard_units_refunded_total``, so no counter ever decreases. Each limit of
-        the plan is charged in its own unit. The plan is ``plan`` when the guard passes
-        it, else the plan of the customer's latest decision if the exporter still knows
-        it, else the only plan seen; otherwise the settlement is counted in
+        the plan gets the difference the backend applied to it, ``charge(limit, actual) -
+        charge(limit, estimate)``: a ``"requests"`` limit, charged one request by the
+        estimate and by the actual cost alike, gets nothing. The plan is ``plan`` when the
+        guard passes it, else the plan of the customer's latest decision if the exporter
+        still knows it, else the only plan seen; otherwise the settlement is counted in
         ``quotaguard_settlements_unattributed_total``.
         """
         try:
@@ -527,9 +543,9 @@ class PrometheusExporter:
                 if info is None:
                     self._unattributed.inc()
                     return
-                delta = settlement.delta
+                estimate, actual = settlement.estimate, settlement.actual
                 for j, limit in enumerate(info.unit_limits):
-                    amount = charge(limit, delta)
+                    amount = charge(limit, actual) - charge(limit, estimate)
                     if amount > 0:
                         info.units[j] += amount
                     elif amount < 0:
@@ -806,6 +822,8 @@ class PrometheusExporter:
                 info.exact.extend(ratios)
             elif weight:
                 info.sampled.extend(ratios)
+            if group[index][1] is not _ALLOWED:
+                ratios = _at_least_full_where_refused(ratios, group[index][6])
             customer = customers[index]
             if customer in hits or any(map(ge, ratios, floors)):
                 if offers is None:
