@@ -1,9 +1,10 @@
 """The Prometheus exporter: an `Observer` of the guard that records metrics.
 
 The per-decision work is one list append (two with the backend latency); decisions are
-aggregated in batches (every ``batch_size`` decisions, every ``flush_interval`` seconds
-when traffic comes, and at every scrape) with C-level helpers (``Counter``, ``sorted``,
-``bisect``), and each batch costs one increment per label set. Top-K and near-limit
+aggregated in batches (every ``batch_size`` decisions, and by a background timer within
+``flush_interval`` seconds of being counted, at every scrape and at interpreter exit; see
+`quotaguard.metrics.flusher`) with C-level helpers (``Counter``, ``sorted``, ``bisect``),
+and each batch costs one increment per label set. Top-K and near-limit
 tables and spike averages are refreshed in the same batches; their gauges are computed
 at scrape time.
 
@@ -38,6 +39,7 @@ from quotaguard.clock import Clock, SystemClock
 from quotaguard.core.decision import Decision, LimitStatus, LimitStatuses, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable
 from quotaguard.core.policy import Limit, charge
+from quotaguard.metrics import flusher
 from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
 from quotaguard.metrics.topk import UtilizationTable
 
@@ -157,8 +159,12 @@ class ExporterConfig:
     batch_size: int = attrs.field(default=128, validator=_positive_int)
     """Decisions buffered before they are aggregated."""
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
-    """Buffered decisions are aggregated at least this often while traffic comes (and at
-    every scrape)."""
+    """A background timer hands every count to prometheus_client (in multiprocess mode: to
+    the shared files) within this many seconds, whether or not more traffic comes; so do
+    scrapes and interpreter exit."""
+    flush_on_sigterm: bool = True
+    """Install a SIGTERM handler that flushes every exporter before the process dies of
+    SIGTERM, when SIGTERM has its default disposition (see `flush_on_sigterm`)."""
     snapshot_interval: float = attrs.field(default=5.0, validator=_positive)
     """Multiprocess mode: how often a process republishes its top-K snapshot."""
     max_reasons: int = attrs.field(default=16, validator=_positive_int)
@@ -485,6 +491,9 @@ class PrometheusExporter:
         self._deadline = _monotonic() + config.flush_interval
         self._next_snapshot = 0.0
         self._lock = threading.RLock()
+        # Sums aggregated from the buffer or settlements but not yet handed to
+        # prometheus_client.
+        self._unpushed = False
         self._snapshots = None
         if multiprocess:
             from quotaguard.metrics.multiprocess import MultiprocessCollector, SnapshotWriter
@@ -493,6 +502,7 @@ class PrometheusExporter:
             self.registry.register(MultiprocessCollector(self))
         else:
             self.registry.register(_Collector(self))
+        flusher.register(self, on_sigterm=config.flush_on_sigterm)
 
     # -- Observer ---------------------------------------------------------------------
 
@@ -506,8 +516,6 @@ class PrometheusExporter:
             self._other_backend(backend, elapsed)
         if len(buffer) >= self._batch:
             self._drain()
-        elif _monotonic() >= self._deadline:
-            self._flush(fold=False)
 
     def on_backend_error(self, backend: str, error: BackendUnavailable) -> None:
         """Count a backend failure by ``reason`` (timeout, connection, error class)."""
@@ -544,6 +552,7 @@ class PrometheusExporter:
                     self._unattributed.inc()
                     return
                 estimate, actual = settlement.estimate, settlement.actual
+                self._unpushed = True
                 for j, limit in enumerate(info.unit_limits):
                     amount = charge(limit, actual) - charge(limit, estimate)
                     if amount > 0:
@@ -580,8 +589,8 @@ class PrometheusExporter:
     def flush(self) -> None:
         """Aggregate the buffered decisions and publish every pending sum now.
 
-        Scrapes do this by themselves; so does the first decision after each
-        ``flush_interval``.
+        Scrapes do this by themselves, so does the background timer every
+        ``flush_interval`` and the interpreter's exit.
         """
         self._flush(fold=True)
 
@@ -596,12 +605,55 @@ class PrometheusExporter:
         for event in events:
             self._fire(event)
 
+    def flush_due(self) -> float:
+        """Flush if ``flush_interval`` passed and anything is pending; the next deadline.
+
+        The background timer calls this; the deadline is in ``time.monotonic`` seconds.
+        """
+        if _monotonic() >= self._deadline:
+            spikes = self.spikes
+            if self._buffer or self._elapsed or self._unpushed or (spikes and spikes.pending):
+                self._flush(fold=False)
+            else:
+                self._deadline = _monotonic() + self.config.flush_interval
+        return self._deadline
+
+    def flush_at_exit(self, wait: float) -> None:
+        """Flush everything at exit, waiting at most ``wait`` s for the lock.
+
+        Called at interpreter exit and from the SIGTERM handler: when the signal
+        interrupted this very thread inside the exporter, nothing is flushed (the
+        aggregation under way must not be re-entered).
+        """
+        owned = getattr(self._lock, "_is_owned", None)
+        if owned is not None and owned():
+            logger.warning("quotaguard exporter: interrupted while aggregating, not flushed")
+            return
+        if not self._lock.acquire(timeout=wait):
+            logger.warning("quotaguard exporter: lock busy at exit, last counts not flushed")
+            return
+        try:
+            self._flush(fold=True)
+        finally:
+            self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock; drop what the parent buffered (it publishes it)."""
+        self._lock = threading.RLock()
+        self._buffer.clear()
+        self._elapsed.clear()
+        self._other_elapsed = {}
+        self._plans = {}
+        self._unpushed = False
+        self._deadline = _monotonic() + self.config.flush_interval
+
     def _drain(self) -> None:
         """Aggregate a full buffer into the pending sums (no prometheus_client calls)."""
         events: list[SpikeEvent] = []
         with self._lock:
             try:
                 events = self._aggregate_buffer(self._now())
+                self._unpushed = True
                 if len(self._elapsed) >= _MAX_PENDING:
                     self._push_latency()
             except Exception:
@@ -645,6 +697,7 @@ class PrometheusExporter:
 
     def _flush_locked(self, fold: bool) -> list[SpikeEvent]:
         now = self._now()
+        self._unpushed = False
         events = self._aggregate_buffer(now)
         self._push_latency()
         bounds = self.config.utilization_buckets
