@@ -162,15 +162,15 @@ class ExporterConfig:
     """A background timer hands every count to prometheus_client (in multiprocess mode: to
     the shared files) within this many seconds, whether or not more traffic comes; so do
     scrapes and interpreter exit."""
-    flush_on_sigterm: bool = True
-    """Install a SIGTERM handler that flushes every exporter before the process dies of
-    SIGTERM, when SIGTERM has its default disposition (see `flush_on_sigterm`)."""
     snapshot_interval: float = attrs.field(default=5.0, validator=_positive)
     """Multiprocess mode: how often a process republishes its top-K snapshot."""
     max_reasons: int = attrs.field(default=16, validator=_positive_int)
     """Distinct ``reason`` values of backend errors; more are counted as ``other``."""
     spikes: SpikeConfig = attrs.field(factory=SpikeConfig)
     """Spike detection settings."""
+    flush_on_sigterm: bool = True
+    """Install a SIGTERM handler that flushes every exporter before the process dies of
+    SIGTERM, when SIGTERM has its default disposition (see `flush_on_sigterm`)."""
 
     @min_utilization.validator
     def _check_min(self, _: attrs.Attribute[float], value: float) -> None:

@@ -211,7 +211,9 @@ class SpikeDetector:
         # Pending units and events per plan (one counter per plan: no per-customer plan
         # bookkeeping).
         self._pending: dict[str, Counter[str]] = {}
-        self._events: dict[str, Counter[str]] = {}
+        # Per plan: pending events minus pending units, for the customers whose costs were
+        # not all 1 (when they are, units and events are the same count).
+        self._extra: dict[str, Counter[str]] = {}
         self._max_pending = 4 * self.config.capacity
         self._next_fold: float | None = None
         self._last_fold: float | None = None
@@ -254,19 +256,16 @@ class SpikeDetector:
         pending = self._pending.get(plan)
         if pending is None:
             pending = self._pending[plan] = Counter()
-            self._events[plan] = Counter()
-        counts = self._events[plan]
-        if events is None:
-            counts.update(customers)  # counts in C
-        else:
-            for customer, n in zip(customers, events, strict=True):
-                counts[customer] += n
+            self._extra[plan] = Counter()
         if events is None and costs and costs.count(1) == len(costs):
-            pending.update(customers)
+            pending.update(customers)  # counts in C; one event per unit
         else:
+            extra = self._extra[plan]
             get = pending.get
-            for customer, cost in zip(customers, costs, strict=True):
+            counts = [1] * len(costs) if events is None else events
+            for customer, cost, n in zip(customers, costs, counts, strict=True):
                 pending[customer] = get(customer, 0) + cost  # type: ignore[assignment]
+                extra[customer] += n - cost  # type: ignore[assignment]
         if self._next_fold is None:
             self._next_fold = now + self.config.fold_interval
             self._last_fold = now
@@ -281,7 +280,7 @@ class SpikeDetector:
     def fold(self, now: float) -> list[SpikeEvent]:
         """Fold the pending units into the averages at ``now``; return new spikes."""
         by_plan, self._pending = self._pending, {}
-        events_by_plan, self._events = self._events, {}
+        extra_by_plan, self._extra = self._extra, {}
         since = self._last_fold if self._last_fold is not None else now
         self._last_fold = now
         self._next_fold = now + self.config.fold_interval
@@ -290,14 +289,14 @@ class SpikeDetector:
         plans: dict[str, str] = {}
         if len(by_plan) == 1:
             ((only_plan, pending),) = by_plan.items()
-            counts = events_by_plan[only_plan]
+            extra = extra_by_plan[only_plan]
         else:
             only_plan = None
             pending = Counter()
-            counts = Counter()
+            extra = Counter()
             for plan, counter in by_plan.items():
                 pending.update(counter)
-                counts.update(events_by_plan[plan])
+                extra.update(extra_by_plan[plan])
                 plans.update(dict.fromkeys(counter, plan))
         if not pending:
             return []
@@ -317,9 +316,9 @@ class SpikeDetector:
                 floor = self._long_floor(now)
         for customer in known:
             entry = entries[customer]
-            self._add(entry, pending[customer], counts.get(customer, 0), now)
+            units = pending[customer]
+            reading = self._add(entry, units, units + extra.get(customer, 0), now)
             entry.plan = only_plan or plans.get(customer, entry.plan)
-            reading = self._reading(entry, now)
             if reading is None:
                 continue
             if reading.ratio >= config.ratio:
@@ -353,7 +352,7 @@ class SpikeDetector:
                             min(since, now),
                             only_plan or plans.get(customer, ""),
                         )
-                        self._add(entry, units, counts.get(customer, 0), now, robust=False)
+                        self._add(entry, units, units + extra.get(customer, 0), now, robust=False)
                         entries[customer] = entry
         if len(entries) > config.capacity:
             self._trim(now)
@@ -361,12 +360,14 @@ class SpikeDetector:
 
     def _add(
         self, entry: _Entry, units: float, events: float, now: float, robust: bool = True
-    ) -> None:
-        """Decay ``entry`` to ``now`` and add a fold's units and events.
+    ) -> _Reading | None:
+        """Decay ``entry`` to ``now``, add a fold's units and events; return the reading.
 
         New units reach the baseline with a delay: they are staged, and leave the stage
         at the rate of an exponential with the longest scale's time constant. What leaves
-        while the customer reads above 2 is scaled by ``2 / ratio``.
+        while the customer reads above 2 is scaled by ``2 / ratio``. The reading returned
+        is taken after the recent rates took the new units, before the baseline took what
+        left the stage.
         """
         exp = math.exp
         elapsed = max(0.0, now - entry.at)
@@ -385,13 +386,13 @@ class SpikeDetector:
         entry.events *= decay
         entry.at = now
         weight = 1.0
-        if robust:
-            reading = self._reading(entry, now)
-            if reading is not None and reading.raw > _ROBUST:
-                weight = _ROBUST / reading.raw
+        reading = self._reading(entry, now) if robust else None
+        if reading is not None and reading.raw > _ROBUST:
+            weight = _ROBUST / reading.raw
         entry.long += weight * out_units / long_tau
         entry.events += weight * out_events / long_tau
         entry.weight = entry.long + entry.staged / long_tau
+        return reading
 
     def ratio(self, customer: str, now: float) -> float | None:
         """The customer's spike ratio at ``now`` (pending units not yet folded).
