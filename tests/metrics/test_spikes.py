@@ -28,6 +28,17 @@ def arrivals(
 ) -> Iterator[tuple[float, int]]:
     """``(time, events)`` of a customer at ``rate`` events/s: one event at a time when slow,
     Poisson counts per fold interval when fast."""
+    if periodic and rate * FOLD >= 1:  # fast and periodic: the ticks in each fold interval
+        phase = rng.random()
+        t = start
+        while t < end:
+            t += FOLD
+            yield (
+                t,
+                math.floor((t - start) * rate + phase)
+                - math.floor((t - FOLD - start) * rate + phase),
+            )
+        return
     if periodic or rate * FOLD < 1:
         gap = 1 / rate
         t = start + (rng.random() * gap if periodic else rng.expovariate(rate))
@@ -83,8 +94,10 @@ STEADY = [
     pytest.param(1 / 60, False, 4, id="poisson-1-per-minute"),
     pytest.param(1.0, False, 2, id="poisson-1-per-second"),
     pytest.param(100.0, False, 2, id="poisson-100-per-second"),
+    pytest.param(1 / 600, False, 4, id="poisson-1-per-10-minutes"),
     pytest.param(1 / HOUR, True, 6, id="periodic-1-per-hour"),
     pytest.param(1 / 5, True, 2, id="periodic-1-per-5-seconds"),
+    pytest.param(100.0, True, 2, id="periodic-100-per-second"),
 ]
 
 
