@@ -612,7 +612,7 @@ class PrometheusExporter:
         """
         if _monotonic() >= self._deadline:
             spikes = self.spikes
-            if self._buffer or self._elapsed or self._unpushed or (spikes and spikes.pending):
+            if self._buffer or self._elapsed or self._unpushed or (spikes and spikes.has_pending):
                 self._flush(fold=False)
             else:
                 self._deadline = _monotonic() + self.config.flush_interval

@@ -26,6 +26,7 @@ parent publishes it) and gets its own timer thread.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import threading
@@ -35,6 +36,8 @@ from types import FrameType
 from typing import Any, Protocol
 
 __all__ = ["Flushable", "flush_on_sigterm", "register"]
+
+logger = logging.getLogger("quotaguard.metrics")
 
 # The longest the timer sleeps, so that a clock jump or a missed wake-up heals itself.
 _MAX_SLEEP = 5.0
@@ -90,7 +93,10 @@ class _Flusher:
             now = time.monotonic()
             wake = now + _MAX_SLEEP
             for exporter in exporters:
-                wake = min(wake, exporter.flush_due())
+                try:
+                    wake = min(wake, exporter.flush_due())
+                except Exception:  # pragma: no cover - the timer must survive anything
+                    logger.exception("quotaguard metrics: background flush failed")
             del exporters  # no strong reference while asleep: exporters can be collected
             self._wake.wait(max(0.001, wake - time.monotonic()))
             self._wake.clear()

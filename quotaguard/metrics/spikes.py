@@ -227,6 +227,11 @@ class SpikeDetector:
         """How many distinct customers wait for the next fold (per plan)."""
         return sum(map(len, self._pending.values()))
 
+    @property
+    def has_pending(self) -> bool:
+        """Whether any units wait for the next fold (safe to read from another thread)."""
+        return bool(self._pending)
+
     def fold_due(self, now: float) -> bool:
         """Whether ``fold_interval`` has passed since the last fold."""
         return self._next_fold is None or now >= self._next_fold
