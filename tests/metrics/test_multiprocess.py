@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from quotaguard.metrics import PrometheusExporter, mark_process_dead
 
-from .conftest import run_promtool
+from .conftest import decision, run_promtool
 
 WORKER = textwrap.dedent(
     """
@@ -161,3 +161,31 @@ def test_an_idle_process_publishes_within_flush_interval(tmp_path: Path) -> None
         assert worker.stdin is not None
         worker.stdin.close()
         worker.wait(30)
+
+
+def test_a_forked_child_drops_what_the_parent_buffered() -> None:
+    """The parent publishes its own buffer; a child publishing it too would count it twice."""
+    exporter = PrometheusExporter(multiprocess=False)
+    exporter.on_decision(decision("ann", [1, 1, 1]), "memory", 1e-5)  # buffered, not flushed
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its own flush publishes, then leave at once
+        try:
+            exporter.flush()
+            counted = exporter.registry.get_sample_value(
+                "quotaguard_decisions_total", {"plan": "pro", "limit": "", "decision": "allowed"}
+            )
+            os.write(write, str(counted or 0.0).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        assert float(pipe.read()) == 0
+    os.waitpid(pid, 0)
+    exporter.flush()
+    assert (
+        exporter.registry.get_sample_value(
+            "quotaguard_decisions_total", {"plan": "pro", "limit": "", "decision": "allowed"}
+        )
+        == 1
+    )
