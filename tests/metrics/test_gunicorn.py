@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -79,6 +80,7 @@ def test_counters_equal_statuses_across_worker_recycling(tmp_path: Path) -> None
     multiproc.mkdir()
     (tmp_path / "gunicorn_conf.py").write_text(CONF)
     port = free_port()
+    log = tmp_path / "gunicorn.log"
     env = {
         **os.environ,
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
@@ -86,29 +88,8 @@ def test_counters_equal_statuses_across_worker_recycling(tmp_path: Path) -> None
         "PYTHONPATH": str(ROOT),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            str(tmp_path / "gunicorn_conf.py"),
-            "--worker-class",
-            "uvicorn.workers.UvicornWorker",
-            "--workers",
-            "2",
-            "--max-requests",
-            "9",  # recycled every 9 requests: uvicorn's graceful exit, as in production
-            "--no-control-socket",  # gunicorn 23+ would open one in ~/.gunicorn
-            "--bind",
-            f"127.0.0.1:{port}",
-            "tests.metrics.gunicorn_app:app",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with log.open("wb") as err:  # the child keeps its own copy of the descriptor
+        server = _start(port, tmp_path / "gunicorn_conf.py", env, err)
     try:
         wait_until_up(port, server)
         served: Counter[int] = Counter()
@@ -124,7 +105,7 @@ def test_counters_equal_statuses_across_worker_recycling(tmp_path: Path) -> None
                 # that has just served (its latest counts are not flushed yet).
                 os.kill(pid, signal.SIGTERM)
         assert served[200] and served[429] and set(served) == {200, 429}
-        assert len(workers) > 2, ("no worker was recycled", served, workers, _log(server))
+        assert len(workers) > 2, ("no worker was recycled", served, workers, _tail(log))
         # No more traffic: the idle worker's timer and the exited workers' exit flushes
         # must bring every count to the scrape within flush_interval (with generous slack
         # for a loaded machine).
@@ -132,7 +113,7 @@ def test_counters_equal_statuses_across_worker_recycling(tmp_path: Path) -> None
         deadline = time.monotonic() + 2 * FLUSH_INTERVAL + 5
         counts = scraped(port)
         while counts != {"allowed": served[200], "denied": served[429]}:
-            assert time.monotonic() < deadline, (counts, served, _log(server))
+            assert time.monotonic() < deadline, (counts, served, _tail(log))
             time.sleep(0.1)
             counts = scraped(port)
     finally:
@@ -145,12 +126,31 @@ def test_counters_equal_statuses_across_worker_recycling(tmp_path: Path) -> None
             server.wait(10)
 
 
-def _log(server: subprocess.Popen[bytes]) -> str:
-    server.send_signal(signal.SIGTERM)
-    _, err = server.communicate(timeout=30)
-    text = err.decode(errors="replace")
-    Path("/tmp/qg12_gunicorn.log").write_text(text)
-    return text[-3000:]
+def _start(port: int, conf: Path, env: dict[str, str], err: Any) -> subprocess.Popen[bytes]:
+    """gunicorn with two uvicorn workers, recycled every 9 requests (uvicorn's graceful exit,
+    as in production)."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(conf),
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+        "--workers",
+        "2",
+        "--max-requests",
+        "9",
+        "--no-control-socket",  # gunicorn 23+ would open one in ~/.gunicorn
+        "--bind",
+        f"127.0.0.1:{port}",
+        "tests.metrics.gunicorn_app:app",
+    ]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
 
 
 def _alive(pid: int) -> bool:
