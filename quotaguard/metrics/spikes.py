@@ -207,6 +207,7 @@ class SpikeDetector:
         self.config = config or SpikeConfig()
         """The configuration."""
         self._scales = self.config.scales
+        self._descending = range(len(self._scales) - 1, -1, -1)
         self._entries: dict[str, _Entry] = {}
         # Pending units and events per plan (one counter per plan: no per-customer plan
         # bookkeeping).
@@ -376,19 +377,22 @@ class SpikeDetector:
         """
         exp = math.exp
         elapsed = max(0.0, now - entry.at)
-        entry.short = [
-            rate * exp(-elapsed / tau) + units / tau
-            for rate, tau in zip(entry.short, self._scales, strict=True)
-        ]
-        leaving = -math.expm1(-elapsed / self._scales[-1])
+        short = entry.short
+        # Each scale is twice the one before, so its decay is the square root of the next
+        # one's: one exp for the whole ladder, from the longest scale down.
+        decay = exp(-elapsed / self._scales[-1])
+        leaving = 1.0 - decay
+        for index in self._descending:
+            short[index] = short[index] * decay + units
+            decay *= decay
         out_units = entry.staged * leaving
         out_events = entry.staged_events * leaving
         entry.staged += units - out_units
         entry.staged_events += events - out_events
         long_tau = self.config.long_window
-        decay = exp(-elapsed / long_tau)
-        entry.long *= decay
-        entry.events *= decay
+        long_decay = exp(-elapsed / long_tau)
+        entry.long *= long_decay
+        entry.events *= long_decay
         entry.at = now
         weight = 1.0
         reading = self._reading(entry, now) if robust else None
@@ -438,22 +442,29 @@ class SpikeDetector:
             return None
         baseline, event_rate = long / correction, events / correction
         prior = config.prior_events * baseline / event_rate  # units
-        best: tuple[float, float, float] | None = None  # ratio, rate, scale
+        # From the longest scale down, squaring the decays (see `_add`). Evidence grows
+        # with the scale: when the longest scale lacks it, no scale has it, and the
+        # longest one is read anyway.
+        scales, short, min_events = self._scales, entry.short, config.min_events
+        young = math.exp(-age / lag)  # exp(-age / scale): the part of the scale not lived
+        fading = math.exp(-elapsed / lag)  # exp(-elapsed / scale): decay since the update
+        best: tuple[float, float, float, float] | None = None  # ratio, rate, scale, raw
         raw = 0.0
-        last = len(self._scales) - 1
-        for index, (rate, tau) in enumerate(zip(entry.short, self._scales, strict=True)):
-            window = tau * -math.expm1(-age / tau)  # the scale's effective length so far
-            if event_rate * window < config.min_events and (index < last or best is not None):
-                continue  # too little evidence at this scale
-            seen = rate * math.exp(-elapsed / tau) * tau
-            expected = baseline * window
-            ratio = (seen + prior) / (expected + prior)
-            raw = max(raw, seen / expected)
-            if best is None or ratio > best[0]:
-                best = (ratio, seen / window, tau)
-        if best is None:  # pragma: no cover - the longest scale always counts
-            return None
-        return _Reading(best[0], best[1], baseline, best[2], raw)
+        for index in self._descending:
+            tau = scales[index]
+            window = tau * (1.0 - young)  # the scale's effective length so far
+            if best is None or event_rate * window >= min_events:
+                seen = short[index] * fading
+                expected = baseline * window
+                ratio = (seen + prior) / (expected + prior)
+                if event_rate * window >= min_events:
+                    raw = max(raw, seen / expected)
+                if best is None or ratio > best[0]:
+                    best = (ratio, seen / window, tau, seen / expected)
+            young *= young
+            fading *= fading
+        assert best is not None  # the longest scale is always read
+        return _Reading(best[0], best[1], baseline, best[2], raw or best[3])
 
     def _long_floor(self, now: float) -> float:
         tau = self.config.long_window
