@@ -19,8 +19,10 @@ whose own SIGTERM handler is in place keeps it; call `flush_on_sigterm` to chain
 in front of it (e.g. from gunicorn's ``post_worker_init`` hook with ``--preload``). A
 process killed by SIGKILL loses what it counted in its last ``flush_interval``.
 
-After ``fork`` the child starts with fresh locks, drops what the parent had buffered (the
-parent publishes it) and gets its own timer thread.
+``fork`` waits for a background flush under way to finish (so the child never inherits a
+prometheus_client lock held half way through a flush); the child starts with fresh locks,
+drops what the parent had buffered (the parent publishes it) and gets its own timer
+thread.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ logger = logging.getLogger("quotaguard.metrics")
 _MAX_SLEEP = 5.0
 # The longest the exit flush waits for an exporter's lock held by another thread.
 _EXIT_WAIT = 2.0
+# The longest a fork waits for a background flush under way.
+_FORK_WAIT = 5.0
 
 
 class Flushable(Protocol):
@@ -69,6 +73,9 @@ class _Flusher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Held by the timer thread while it flushes, and by a fork while it happens.
+        self._busy = threading.Lock()
+        self._held_for_fork = False
 
     def register(self, exporter: Flushable) -> None:
         with self._lock:
@@ -94,7 +101,8 @@ class _Flusher:
             wake = now + _MAX_SLEEP
             for exporter in exporters:
                 try:
-                    wake = min(wake, exporter.flush_due())
+                    with self._busy:
+                        wake = min(wake, exporter.flush_due())
                 except Exception:  # pragma: no cover - the timer must survive anything
                     logger.exception("quotaguard metrics: background flush failed")
             del exporters  # no strong reference while asleep: exporters can be collected
@@ -105,7 +113,17 @@ class _Flusher:
         for exporter in list(self._exporters):
             exporter.flush_at_exit(_EXIT_WAIT)
 
+    def before_fork(self) -> None:
+        self._held_for_fork = self._busy.acquire(timeout=_FORK_WAIT)
+
+    def after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._busy.release()
+
     def after_fork_in_child(self) -> None:
+        self._busy = threading.Lock()
+        self._held_for_fork = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
@@ -118,7 +136,11 @@ class _Flusher:
 
 _FLUSHER = _Flusher()
 atexit.register(_FLUSHER.flush_all)
-os.register_at_fork(after_in_child=_FLUSHER.after_fork_in_child)
+os.register_at_fork(
+    before=_FLUSHER.before_fork,
+    after_in_parent=_FLUSHER.after_fork_in_parent,
+    after_in_child=_FLUSHER.after_fork_in_child,
+)
 
 
 def register(exporter: Flushable, *, on_sigterm: bool = True) -> None:

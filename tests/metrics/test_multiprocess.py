@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from quotaguard.metrics import PrometheusExporter, mark_process_dead
+from quotaguard.metrics import ExporterConfig, PrometheusExporter, mark_process_dead
 
 from .conftest import decision, run_promtool
 
@@ -165,7 +165,8 @@ def test_an_idle_process_publishes_within_flush_interval(tmp_path: Path) -> None
 
 def test_a_forked_child_drops_what_the_parent_buffered() -> None:
     """The parent publishes its own buffer; a child publishing it too would count it twice."""
-    exporter = PrometheusExporter(multiprocess=False)
+    # A long flush_interval: the background timer leaves this exporter alone.
+    exporter = PrometheusExporter(ExporterConfig(flush_interval=3600), multiprocess=False)
     exporter.on_decision(decision("ann", [1, 1, 1]), "memory", 1e-5)  # buffered, not flushed
     read, write = os.pipe()
     pid = os.fork()
@@ -179,9 +180,15 @@ def test_a_forked_child_drops_what_the_parent_buffered() -> None:
         finally:
             os._exit(0)
     os.close(write)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:  # a hung child must fail the test, not hang the suite
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
     with os.fdopen(read) as pipe:
         assert float(pipe.read()) == 0
-    os.waitpid(pid, 0)
     exporter.flush()
     assert (
         exporter.registry.get_sample_value(
