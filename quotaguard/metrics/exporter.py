@@ -611,20 +611,29 @@ class PrometheusExporter:
         The background timer calls this; the deadline is in ``time.monotonic`` seconds.
         """
         if _monotonic() >= self._deadline:
-            spikes = self.spikes
-            if self._buffer or self._elapsed or self._unpushed or (spikes and spikes.has_pending):
+            if self._pending():
                 self._flush(fold=False)
             else:
                 self._deadline = _monotonic() + self.config.flush_interval
         return self._deadline
+
+    def _pending(self) -> bool:
+        """Whether anything waits to be handed to prometheus_client (safe from any thread)."""
+        spikes = self.spikes
+        return bool(
+            self._buffer or self._elapsed or self._unpushed or (spikes and spikes.has_pending)
+        )
 
     def flush_at_exit(self, wait: float) -> None:
         """Flush everything at exit, waiting at most ``wait`` s for the lock.
 
         Called at interpreter exit and from the SIGTERM handler: when the signal
         interrupted this very thread inside the exporter, nothing is flushed (the
-        aggregation under way must not be re-entered).
+        aggregation under way must not be re-entered). An exporter with nothing pending
+        (e.g. one a forked child inherited and never used) is left alone.
         """
+        if not self._pending():
+            return
         owned = getattr(self._lock, "_is_owned", None)
         if owned is not None and owned():
             logger.warning("quotaguard exporter: interrupted while aggregating, not flushed")
