@@ -15,7 +15,9 @@ between rounds, so the run is fast and its decisions are the same every time:
 
 Each chat reserves its estimate (``?max_tokens=``) and settles the tokens it really used.
 The run ends with a table of HTTP outcomes per customer and the limits that refused them,
-each customer's usage per limit, the audit trail, and where ``/metrics`` is served.
+each customer's usage per limit, the audit trail, each customer's spike ratio as
+``/metrics`` shows it and the spikes the exporter's ``on_spike`` hook reported (cyd only),
+and where ``/metrics`` is served.
 
 Needs FastAPI, uvicorn and httpx (``pip install 'quotaguard[demo]'``).
 """
@@ -210,6 +212,10 @@ class DemoResult:
     audit: list[Any]
     metrics: str
     seconds: float
+    spikes: list[Any] = attrs.field(factory=list)
+    """The `quotaguard.metrics.SpikeEvent`s the exporter's ``on_spike`` hook received."""
+    started: float = 0.0
+    """The simulated clock's start, in seconds since the epoch."""
 
     @property
     def requests(self) -> int:
@@ -271,7 +277,9 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
 
     started = time.perf_counter()
     clock = FakeClock()
-    exporter = PrometheusExporter(clock=clock)
+    spikes: list[Any] = []
+    exporter = PrometheusExporter(clock=clock, on_spike=spikes.append)
+    clock_start = clock.now()
     backend = MemoryBackend(clock=clock)
     guard = AsyncGuard(PLANS, backend, default_plan="free", clock=clock, observers=[exporter])
     operator = Guard(PLANS, backend, default_plan="free", clock=clock)  # the operator's view
@@ -307,6 +315,9 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
                         for name in response.json().get("violated-policies", []):
                             tally.denied_by[name] += 1
                 clock.advance(1)  # one simulated second between requests
+            # An hour passes in a fraction of a real second: flush as the exporter's 1 s
+            # timer would have, so counts land at the simulated time they were made.
+            exporter.flush()
             clock.set(clock.now() - clock.now() % 3600 + 3600)  # on to the next hour
             bar.update(hour, sent, refused)
         metrics = client.get("/metrics", follow_redirects=True).text
@@ -323,6 +334,8 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
         operator.audit("eve"),
         metrics,
         time.perf_counter() - started,
+        spikes,
+        clock_start,
     )
 
 
@@ -415,8 +428,40 @@ def report(result: DemoResult) -> str:
     lines += ["", f"Prometheus metrics were served at {result.url}/metrics"]
     if decisions:
         lines += ["refusals counted there:", *(f"  {line}" for line in decisions[:6])]
+    lines += ["", *_spike_report(result)]
     lines.append("To keep the server up and explore it with curl: quotaguard demo --serve 300")
     return "\n".join(lines) + "\n"
+
+
+def _spike_report(result: DemoResult) -> list[str]:
+    """Each customer's spike ratio from the scrape, and what the spike hook reported."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ratios = {
+        sample.labels["customer"]: (sample.labels["plan"], sample.value)
+        for family in text_string_to_metric_families(result.metrics)
+        for sample in family.samples
+        if sample.name == "quotaguard_top_customer_spike_ratio"
+    }
+    flagged: dict[str, Any] = {}
+    for event in result.spikes:
+        flagged.setdefault(event.customer, event)
+    rows = []
+    for name, (plan, ratio) in sorted(ratios.items(), key=lambda item: -item[1][1]):
+        event = flagged.get(name)
+        if event is None:
+            hook = "-"
+        else:
+            day, second = divmod(event.at - result.started, 86_400)
+            hook = f"day {int(day) + 1} {int(second // 3600):02d}:00, at {event.ratio:.1f}x"
+        rows.append((name, plan, f"{ratio:.1f}", hook))
+    lines = [
+        "Spike ratio (quotaguard_top_customer_spike_ratio: recent tokens over the customer's",
+        "own baseline; about 1 when steady) and the on_spike hook (fires at 10x):",
+        "",
+    ]
+    header = ("customer", "plan", "spike ratio", "on_spike fired")
+    return [*lines, _table(header, rows, (2,))]
 
 
 def run_demo(out: TextIO | None = None, *, progress: bool = True, serve: float = 0.0) -> int:

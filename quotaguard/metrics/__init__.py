@@ -19,6 +19,7 @@ from quotaguard.metrics.exporter import (
     ExporterConfig,
     PrometheusExporter,
 )
+from quotaguard.metrics.flusher import flush_on_sigterm
 from quotaguard.metrics.multiprocess import mark_process_dead
 from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
 from quotaguard.metrics.topk import UtilizationTable
@@ -34,6 +35,7 @@ __all__ = [
     "SpikeHook",
     "UTILIZATION_BUCKETS",
     "UtilizationTable",
+    "flush_on_sigterm",
     "make_metrics_app",
     "mark_process_dead",
     "start_metrics_server",

@@ -1,9 +1,10 @@
 """The Prometheus exporter: an `Observer` of the guard that records metrics.
 
 The per-decision work is one list append (two with the backend latency); decisions are
-aggregated in batches (every ``batch_size`` decisions, every ``flush_interval`` seconds
-when traffic comes, and at every scrape) with C-level helpers (``Counter``, ``sorted``,
-``bisect``), and each batch costs one increment per label set. Top-K and near-limit
+aggregated in batches (every ``batch_size`` decisions, and by a background timer within
+``flush_interval`` seconds of being counted, at every scrape and at interpreter exit; see
+`quotaguard.metrics.flusher`) with C-level helpers (``Counter``, ``sorted``, ``bisect``),
+and each batch costs one increment per label set. Top-K and near-limit
 tables and spike averages are refreshed in the same batches; their gauges are computed
 at scrape time.
 
@@ -38,6 +39,7 @@ from quotaguard.clock import Clock, SystemClock
 from quotaguard.core.decision import Decision, LimitStatus, LimitStatuses, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable
 from quotaguard.core.policy import Limit, charge
+from quotaguard.metrics import flusher
 from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook
 from quotaguard.metrics.topk import UtilizationTable
 
@@ -157,14 +159,18 @@ class ExporterConfig:
     batch_size: int = attrs.field(default=128, validator=_positive_int)
     """Decisions buffered before they are aggregated."""
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
-    """Buffered decisions are aggregated at least this often while traffic comes (and at
-    every scrape)."""
+    """A background timer hands every count to prometheus_client (in multiprocess mode: to
+    the shared files) within this many seconds, whether or not more traffic comes; so do
+    scrapes and interpreter exit."""
     snapshot_interval: float = attrs.field(default=5.0, validator=_positive)
     """Multiprocess mode: how often a process republishes its top-K snapshot."""
     max_reasons: int = attrs.field(default=16, validator=_positive_int)
     """Distinct ``reason`` values of backend errors; more are counted as ``other``."""
     spikes: SpikeConfig = attrs.field(factory=SpikeConfig)
     """Spike detection settings."""
+    flush_on_sigterm: bool = True
+    """Install a SIGTERM handler that flushes every exporter before the process dies of
+    SIGTERM, when SIGTERM has its default disposition (see `flush_on_sigterm`)."""
 
     @min_utilization.validator
     def _check_min(self, _: attrs.Attribute[float], value: float) -> None:
@@ -333,6 +339,20 @@ def _observe_scaled(
     total.inc(math.fsum(raw) * weight / scale)
 
 
+def _at_least_full_where_refused(
+    ratios: list[float], statuses: Sequence[LimitStatus]
+) -> list[float]:
+    """``ratios`` with each limit that refused the decision read as at least 1 (full).
+
+    A token bucket refills continuously, so a refused customer's bucket reads a little
+    under full (0.99996); the top-K and near-limit views count a refusal as full.
+    """
+    return [
+        ratio if status.allowed else max(ratio, 1.0)
+        for ratio, status in zip(ratios, statuses, strict=True)
+    ]
+
+
 def _binding_limit(decision: Decision) -> str:
     """The refusing limit with the longest wait (first in plan order on a tie)."""
     best: LimitStatus | None = None
@@ -471,6 +491,9 @@ class PrometheusExporter:
         self._deadline = _monotonic() + config.flush_interval
         self._next_snapshot = 0.0
         self._lock = threading.RLock()
+        # Sums aggregated from the buffer or settlements but not yet handed to
+        # prometheus_client.
+        self._unpushed = False
         self._snapshots = None
         if multiprocess:
             from quotaguard.metrics.multiprocess import MultiprocessCollector, SnapshotWriter
@@ -479,6 +502,7 @@ class PrometheusExporter:
             self.registry.register(MultiprocessCollector(self))
         else:
             self.registry.register(_Collector(self))
+        flusher.register(self, on_sigterm=config.flush_on_sigterm)
 
     # -- Observer ---------------------------------------------------------------------
 
@@ -492,8 +516,6 @@ class PrometheusExporter:
             self._other_backend(backend, elapsed)
         if len(buffer) >= self._batch:
             self._drain()
-        elif _monotonic() >= self._deadline:
-            self._flush(fold=False)
 
     def on_backend_error(self, backend: str, error: BackendUnavailable) -> None:
         """Count a backend failure by ``reason`` (timeout, connection, error class)."""
@@ -514,9 +536,11 @@ class PrometheusExporter:
         A positive delta (the actual cost exceeded the estimate) is added to
         ``quotaguard_units_consumed_total``; a negative one (a refund) to
         ``quotaguard_units_refunded_total``, so no counter ever decreases. Each limit of
-        the plan is charged in its own unit. The plan is ``plan`` when the guard passes
-        it, else the plan of the customer's latest decision if the exporter still knows
-        it, else the only plan seen; otherwise the settlement is counted in
+        the plan gets the difference the backend applied to it, ``charge(limit, actual) -
+        charge(limit, estimate)``: a ``"requests"`` limit, charged one request by the
+        estimate and by the actual cost alike, gets nothing. The plan is ``plan`` when the
+        guard passes it, else the plan of the customer's latest decision if the exporter
+        still knows it, else the only plan seen; otherwise the settlement is counted in
         ``quotaguard_settlements_unattributed_total``.
         """
         try:
@@ -527,9 +551,10 @@ class PrometheusExporter:
                 if info is None:
                     self._unattributed.inc()
                     return
-                delta = settlement.delta
+                estimate, actual = settlement.estimate, settlement.actual
+                self._unpushed = True
                 for j, limit in enumerate(info.unit_limits):
-                    amount = charge(limit, delta)
+                    amount = charge(limit, actual) - charge(limit, estimate)
                     if amount > 0:
                         info.units[j] += amount
                     elif amount < 0:
@@ -564,8 +589,8 @@ class PrometheusExporter:
     def flush(self) -> None:
         """Aggregate the buffered decisions and publish every pending sum now.
 
-        Scrapes do this by themselves; so does the first decision after each
-        ``flush_interval``.
+        Scrapes do this by themselves, so does the background timer every
+        ``flush_interval`` and the interpreter's exit.
         """
         self._flush(fold=True)
 
@@ -580,12 +605,64 @@ class PrometheusExporter:
         for event in events:
             self._fire(event)
 
+    def flush_due(self) -> float:
+        """Flush if ``flush_interval`` passed and anything is pending; the next deadline.
+
+        The background timer calls this; the deadline is in ``time.monotonic`` seconds.
+        """
+        if _monotonic() >= self._deadline:
+            if self._pending():
+                self._flush(fold=False)
+            else:
+                self._deadline = _monotonic() + self.config.flush_interval
+        return self._deadline
+
+    def _pending(self) -> bool:
+        """Whether anything waits to be handed to prometheus_client (safe from any thread)."""
+        spikes = self.spikes
+        return bool(
+            self._buffer or self._elapsed or self._unpushed or (spikes and spikes.has_pending)
+        )
+
+    def flush_at_exit(self, wait: float) -> None:
+        """Flush everything at exit, waiting at most ``wait`` s for the lock.
+
+        Called at interpreter exit and from the SIGTERM handler: when the signal
+        interrupted this very thread inside the exporter, nothing is flushed (the
+        aggregation under way must not be re-entered). An exporter with nothing pending
+        (e.g. one a forked child inherited and never used) is left alone.
+        """
+        if not self._pending():
+            return
+        owned = getattr(self._lock, "_is_owned", None)
+        if owned is not None and owned():
+            logger.warning("quotaguard exporter: interrupted while aggregating, not flushed")
+            return
+        if not self._lock.acquire(timeout=wait):
+            logger.warning("quotaguard exporter: lock busy at exit, last counts not flushed")
+            return
+        try:
+            self._flush(fold=True)
+        finally:
+            self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock; drop what the parent buffered (it publishes it)."""
+        self._lock = threading.RLock()
+        self._buffer.clear()
+        self._elapsed.clear()
+        self._other_elapsed = {}
+        self._plans = {}
+        self._unpushed = False
+        self._deadline = _monotonic() + self.config.flush_interval
+
     def _drain(self) -> None:
         """Aggregate a full buffer into the pending sums (no prometheus_client calls)."""
         events: list[SpikeEvent] = []
         with self._lock:
             try:
                 events = self._aggregate_buffer(self._now())
+                self._unpushed = True
                 if len(self._elapsed) >= _MAX_PENDING:
                     self._push_latency()
             except Exception:
@@ -629,6 +706,7 @@ class PrometheusExporter:
 
     def _flush_locked(self, fold: bool) -> list[SpikeEvent]:
         now = self._now()
+        self._unpushed = False
         events = self._aggregate_buffer(now)
         self._push_latency()
         bounds = self.config.utilization_buckets
@@ -806,6 +884,8 @@ class PrometheusExporter:
                 info.exact.extend(ratios)
             elif weight:
                 info.sampled.extend(ratios)
+            if group[index][1] is not _ALLOWED:
+                ratios = _at_least_full_where_refused(ratios, group[index][6])
             customer = customers[index]
             if customer in hits or any(map(ge, ratios, floors)):
                 if offers is None:

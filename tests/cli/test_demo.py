@@ -52,4 +52,11 @@ def test_the_demo_runs_in_under_a_minute_and_shows_every_kind_of_decision() -> N
     burst = f'quotaguard_decisions_total{{decision="denied",limit="burst",plan="free"}} {bob[6]}.0'
     assert burst in text
     assert 'quotaguard_decisions_total{decision="revoked",limit="",plan=""} 192.0' in text
+    # spike detection: cyd flagged on the metrics and by the hook, the steady ones not
+    spikes = text.split("Spike ratio (", 1)[1]
+    spiking = row(spikes, "cyd", "pro")
+    assert float(spiking[2]) >= 10 and re.fullmatch(r"day 3 \d\d:00, at [\d.]+x", spiking[3])
+    for name in ("ada", "bob"):
+        steady = row(spikes, name)
+        assert 0.5 <= float(steady[2]) <= 2 and steady[3] == "-", steady
     assert err.getvalue() == ""  # --no-progress

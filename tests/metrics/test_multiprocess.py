@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from quotaguard.metrics import PrometheusExporter, mark_process_dead
+from quotaguard.metrics import ExporterConfig, PrometheusExporter, mark_process_dead
 
-from .conftest import run_promtool
+from .conftest import decision, run_promtool
 
 WORKER = textwrap.dedent(
     """
@@ -89,3 +92,107 @@ def test_two_processes_aggregate(
     text = generate_latest(scraper.registry).decode()
     assert "alice" not in text and "bob" not in text
     assert "quotaguard_decisions_total" in text  # counters of dead workers still count
+
+
+EXITING_WORKER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from quotaguard import Guard, Plan, TokenBucket
+    from quotaguard.metrics import ExporterConfig, PrometheusExporter
+
+    how, interval = sys.argv[1], float(sys.argv[2])
+    exporter = PrometheusExporter(ExporterConfig(flush_interval=interval))
+    plan = Plan("pro", [TokenBucket("burst", 5, "1/hour")])
+    guard = Guard([plan], default_plan="pro", observers=[exporter])
+    for _ in range(7):  # 5 allowed, 2 denied: fewer than a batch, nothing flushed yet
+        guard.acquire("ann", 1)
+    if how == "exit":
+        sys.exit(0)
+    if how == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # never reached: the process dies of SIGTERM after the flush
+    print("idle", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def on_disk(directory: Path) -> dict[str, float]:
+    """The decisions the multiprocess files hold, read without any exporter's flush."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(directory))
+    counts: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "quotaguard_decisions_total":
+                counts[sample.labels["decision"]] = sample.value
+    return counts
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_nothing_counted_is_lost_at_exit(tmp_path: Path, how: str) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    worker = subprocess.run(
+        [sys.executable, "-c", EXITING_WORKER, how, "3600"], env=env, timeout=60, check=False
+    )
+    assert worker.returncode == (0 if how == "exit" else -signal.SIGTERM)
+    assert on_disk(tmp_path) == {"allowed": 5, "denied": 2}
+
+
+def test_an_idle_process_publishes_within_flush_interval(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", EXITING_WORKER, "idle", "0.2"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "idle"
+        started = time.monotonic()
+        while on_disk(tmp_path) != {"allowed": 5, "denied": 2}:
+            # flush_interval is 0.2 s: 5 s is slack for a loaded machine, not the promise
+            assert time.monotonic() - started < 5, on_disk(tmp_path)
+            time.sleep(0.05)
+        assert worker.poll() is None  # published by the timer, not by an exit
+    finally:
+        assert worker.stdin is not None
+        worker.stdin.close()
+        worker.wait(30)
+
+
+def test_a_forked_child_drops_what_the_parent_buffered() -> None:
+    """The parent publishes its own buffer; a child publishing it too would count it twice."""
+    # A long flush_interval: the background timer leaves this exporter alone.
+    exporter = PrometheusExporter(ExporterConfig(flush_interval=3600), multiprocess=False)
+    exporter.on_decision(decision("ann", [1, 1, 1]), "memory", 1e-5)  # buffered, not flushed
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its own flush publishes, then leave at once
+        try:
+            exporter.flush()
+            counted = exporter.registry.get_sample_value(
+                "quotaguard_decisions_total", {"plan": "pro", "limit": "", "decision": "allowed"}
+            )
+            os.write(write, str(counted or 0.0).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:  # a hung child must fail the test, not hang the suite
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
+    with os.fdopen(read) as pipe:
+        assert float(pipe.read()) == 0
+    exporter.flush()
+    assert (
+        exporter.registry.get_sample_value(
+            "quotaguard_decisions_total", {"plan": "pro", "limit": "", "decision": "allowed"}
+        )
+        == 1
+    )
