@@ -15,7 +15,8 @@ between rounds, so the run is fast and its decisions are the same every time:
 
 Each chat reserves its estimate (``?max_tokens=``) and settles the tokens it really used.
 The run ends with a table of HTTP outcomes per customer and the limits that refused them,
-each customer's usage per limit, the audit trail, each customer's spike ratio as
+each customer's usage per limit, the audit trail in sentences, the first 429 and the
+first 403 exactly as sent (headers and problem+json bodies), each customer's spike ratio as
 ``/metrics`` shows it and the spikes the exporter's ``on_spike`` hook reported (cyd only),
 and where ``/metrics`` is served.
 
@@ -31,7 +32,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import attrs
@@ -114,7 +116,12 @@ def create_app(guard: AsyncGuard, exporter: Any | None = None) -> Any:
     install(api)
     api.include_router(usage_router(guard, identify))
     if exporter is not None:
-        api.mount("/metrics", exporter.asgi_app())
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from starlette.responses import Response
+
+        @api.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:  # a route, not a mount: no redirect to /metrics/
+            return Response(generate_latest(exporter.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -202,6 +209,30 @@ class Tally:
     tokens: int = 0
 
 
+WIRE_HEADERS = (
+    "content-type",
+    "retry-after",
+    "cache-control",
+    "ratelimit-policy",
+    "ratelimit",
+)
+"""The response headers the report shows for a refusal."""
+
+
+@attrs.frozen
+class Exchange:
+    """One request and the response it got, as sent on the wire."""
+
+    request: str
+    """The request line and the customer's credential, e.g. ``POST /v1/chat (ada)``."""
+    status: int
+    """The response's HTTP status."""
+    headers: tuple[tuple[str, str], ...]
+    """The response headers of `WIRE_HEADERS` that were sent, in that order."""
+    body: str
+    """The response body."""
+
+
 @attrs.define
 class DemoResult:
     """What the simulation did."""
@@ -212,6 +243,8 @@ class DemoResult:
     audit: list[Any]
     metrics: str
     seconds: float
+    refusals: dict[int, Exchange] = attrs.field(factory=dict)
+    """The first response of each refusal status (429, 403), as sent."""
     spikes: list[Any] = attrs.field(factory=list)
     """The `quotaguard.metrics.SpikeEvent`s the exporter's ``on_spike`` hook received."""
     started: float = 0.0
@@ -271,8 +304,18 @@ class _Progress:
         stream.flush()
 
 
-def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> DemoResult:
-    """Run the app and the simulated customers; return what happened."""
+def simulate(
+    progress: TextIO | None = None,
+    serve_seconds: float = 0.0,
+    ready: Callable[[DemoResult], object] | None = None,
+    announce: TextIO | None = None,
+) -> DemoResult:
+    """Run the app and the simulated customers; return what happened.
+
+    ``ready`` is called with the result while the server is still up; then, with
+    ``serve_seconds``, the server stays up that long for exploring: its URL and a few
+    curl commands are written first to ``announce`` (default: ``progress``, else stderr).
+    """
     from quotaguard.metrics import PrometheusExporter
 
     started = time.perf_counter()
@@ -287,6 +330,7 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
         "eve", REVOCATION, allow_scopes={"benchmark": "benchmark"}, actor="ops:demo-operator"
     )
     tallies: dict[tuple[str, str], Tally] = {}
+    refusals: dict[int, Exchange] = {}
     refused = sent = 0
     bar = _Progress(progress)
     with serve(create_app(guard, exporter)) as url, _client(url) as client:
@@ -311,6 +355,8 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
                     tally.tokens += usage["prompt_tokens"] + usage["completion_tokens"]
                 else:
                     refused += 1
+                    if response.status_code not in refusals:
+                        refusals[response.status_code] = _exchange(route, customer, response)
                     if response.status_code == 429:
                         for name in response.json().get("violated-policies", []):
                             tally.denied_by[name] += 1
@@ -320,23 +366,35 @@ def simulate(progress: TextIO | None = None, serve_seconds: float = 0.0) -> Demo
             exporter.flush()
             clock.set(clock.now() - clock.now() % 3600 + 3600)  # on to the next hour
             bar.update(hour, sent, refused)
-        metrics = client.get("/metrics", follow_redirects=True).text
+        metrics = client.get("/metrics").text
         usage = {
             c.name: operator.usage(c.name, plan="benchmark" if c.name == "eve" else c.plan)
             for c in CUSTOMERS
         }
+        result = DemoResult(
+            url,
+            tallies,
+            usage,
+            operator.audit("eve"),
+            metrics,
+            time.perf_counter() - started,
+            refusals,
+            spikes,
+            clock_start,
+        )
+        if ready is not None:
+            ready(result)
         if serve_seconds > 0:
-            _explore(url, serve_seconds, progress)
-    return DemoResult(
-        url,
-        tallies,
-        usage,
-        operator.audit("eve"),
-        metrics,
-        time.perf_counter() - started,
-        spikes,
-        clock_start,
+            _explore(url, serve_seconds, announce or progress or sys.stderr)
+    return result
+
+
+def _exchange(route: str, customer: DemoCustomer, response: Any) -> Exchange:
+    shown = tuple(
+        (name, response.headers[name]) for name in WIRE_HEADERS if name in response.headers
     )
+    request = f"POST {route} (x-api-key of {customer.name}, on plan {customer.plan})"
+    return Exchange(request, response.status_code, shown, response.text)
 
 
 def _client(url: str) -> Any:
@@ -348,16 +406,15 @@ def _client(url: str) -> Any:
     return httpx.Client(base_url=url, transport=httpx.HTTPTransport(socket_options=nodelay))
 
 
-def _explore(url: str, seconds: float, stream: TextIO | None) -> None:
-    if stream is not None:
-        stream.write(
-            f"\nThe demo server stays up for {seconds:g} s at {url}; try:\n"
-            f"  curl -i -X POST -H 'x-api-key: sk-demo-ada' -d '{{\"max_tokens\": 50}}' "
-            f"{url}/v1/chat\n"
-            f"  curl -H 'x-api-key: sk-demo-cyd' {url}/usage\n"
-            f"  curl {url}/metrics\n"
-        )
-        stream.flush()
+def _explore(url: str, seconds: float, stream: TextIO) -> None:
+    stream.write(
+        f"\nThe demo server is up for {seconds:g} s at {url} ; try:\n"
+        f"  curl -i -X POST -H 'x-api-key: sk-demo-ada' -d '{{\"max_tokens\": 50}}' "
+        f"{url}/v1/chat\n"
+        f"  curl -H 'x-api-key: sk-demo-cyd' {url}/usage\n"
+        f"  curl {url}/metrics\n"
+    )
+    stream.flush()
     time.sleep(seconds)
 
 
@@ -417,9 +474,8 @@ def report(result: DemoResult) -> str:
             )
     header = ("customer", "plan", "limit", "unit", "used", "quota", "used%", "resets in")
     lines.append(_table(header, rows, (4, 5, 6, 7)))
-    lines += ["", "Audit trail of eve (quotaguard audit eve):"]
-    for entry in result.audit:
-        lines.append(f"  {entry.actor} {entry.action} {entry.detail}: {entry.reason or ''}")
+    lines += ["", *_audit_report(result)]
+    lines += ["", *_wire_report(result)]
     decisions = [
         line
         for line in result.metrics.splitlines()
@@ -428,9 +484,47 @@ def report(result: DemoResult) -> str:
     lines += ["", f"Prometheus metrics were served at {result.url}/metrics"]
     if decisions:
         lines += ["refusals counted there:", *(f"  {line}" for line in decisions[:6])]
-    lines += ["", *_spike_report(result)]
+    lines += ["", *_spike_report(result), ""]
     lines.append("To keep the server up and explore it with curl: quotaguard demo --serve 300")
     return "\n".join(lines) + "\n"
+
+
+def _audit_report(result: DemoResult) -> list[str]:
+    """The audit trail of eve as sentences: who did what, when, why, what is still allowed."""
+    lines = ["Audit trail of eve (quotaguard audit eve):"]
+    revocation = result.usage["eve"].meta.revocation
+    for entry in result.audit:
+        when = datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        verb = {"revoke": "revoked", "restore": "restored", "assign": "assigned"}
+        lines.append(f"  {when}  {entry.actor} {verb.get(entry.action, entry.action)} eve")
+        if entry.reason:
+            lines.append(f'    reason shown to eve (HTTP 403): "{entry.reason}"')
+        if entry.action == "revoke" and revocation is not None:
+            allowed = ", ".join(
+                f'scope "{scope}" on plan "{plan}"' for scope, plan in revocation.allow_scopes
+            )
+            lines.append(f"    still allowed: {allowed or 'nothing'}")
+        elif entry.detail:
+            lines.append(f"    {entry.detail}")
+    return lines
+
+
+def _wire_report(result: DemoResult) -> list[str]:
+    """The first 429 and the first 403 as they went over the wire."""
+    lines = ["On the wire: the first refusal of each kind, as the client received it"]
+    for status in sorted(result.refusals):
+        exchange = result.refusals[status]
+        lines += ["", f"  {exchange.request}", f"  HTTP/1.1 {status} {_REASONS.get(status, '')}"]
+        lines += [f"  {name}: {value}" for name, value in exchange.headers]
+        try:
+            body = json.dumps(json.loads(exchange.body), indent=2, ensure_ascii=False)
+        except ValueError:
+            body = exchange.body
+        lines += ["", *(f"  {line}" for line in body.splitlines())]
+    return lines
+
+
+_REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
 
 
 def _spike_report(result: DemoResult) -> list[str]:
@@ -477,9 +571,12 @@ def run_demo(out: TextIO | None = None, *, progress: bool = True, serve: float =
     stream = sys.stderr if progress else None
     if stream is not None:
         stream.write("quotaguard demo: 4 customers, 4 simulated days, no Redis needed\n")
-    result = simulate(stream, serve)
-    out.write(report(result))
-    out.flush()
+
+    def show(result: DemoResult) -> None:
+        out.write(report(result))
+        out.flush()
+
+    simulate(stream, serve, show, announce=out)
     return 0
 
 

@@ -46,7 +46,27 @@ def test_the_demo_runs_in_under_a_minute_and_shows_every_kind_of_decision() -> N
     ]  # fmt: skip
     bench = row(text, "eve", "/v1/benchmark/run")
     assert bench[2:6] == ["benchmark", "96", "80", "16"] and bench[7] == "bench_daily 16"
-    assert "ops:demo-operator revoke allow_scopes=benchmark:benchmark" in text
+    # the audit trail reads as sentences
+    audit = text.split("Audit trail of eve", 1)[1]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC  ops:demo-operator revoked eve\n", audit)
+    assert 'reason shown to eve (HTTP 403): "Suspended for a terms-of-service review' in audit
+    assert 'still allowed: scope "benchmark" on plan "benchmark"' in audit
+    # one real 429 and one real 403, headers and problem+json bodies as sent
+    wire = text.split("On the wire:", 1)[1].split("Prometheus metrics were served", 1)[0]
+    too_many = wire.split("HTTP/1.1 429 Too Many Requests", 1)[1]
+    assert "POST /v1/chat (x-api-key of bob, on plan free)" in wire
+    for line in (
+        "content-type: application/problem+json",
+        "retry-after: 1",
+        "cache-control: no-store",
+        'ratelimit-policy: "burst";q=10;w=60',
+        'ratelimit: "burst";r=0;t=1',
+        '"violated-policies": [',
+    ):
+        assert line in too_many, line
+    forbidden = wire.split("HTTP/1.1 403 Forbidden", 1)[1].split("HTTP/1.1 429", 1)[0]
+    assert '"status": 403' in forbidden and "benchmark runs remain available" in forbidden
+    assert "retry-after" not in forbidden
     assert re.search(r"served at http://127\.0\.0\.1:\d+/metrics", text)
     # the Prometheus counters agree with the HTTP statuses the client saw
     burst = f'quotaguard_decisions_total{{decision="denied",limit="burst",plan="free"}} {bob[6]}.0'
@@ -60,3 +80,25 @@ def test_the_demo_runs_in_under_a_minute_and_shows_every_kind_of_decision() -> N
         steady = row(spikes, name)
         assert 0.5 <= float(steady[2]) <= 2 and steady[3] == "-", steady
     assert err.getvalue() == ""  # --no-progress
+
+
+def test_the_demo_serves_after_its_report_and_metrics_answer_without_a_redirect() -> None:
+    import httpx
+
+    from quotaguard import AsyncGuard
+    from quotaguard.demo import PLANS, create_app, serve
+    from quotaguard.metrics import PrometheusExporter
+
+    exporter = PrometheusExporter()
+    guard = AsyncGuard(PLANS, default_plan="free", observers=[exporter])
+    with serve(create_app(guard, exporter)) as url:
+        response = httpx.get(f"{url}/metrics")
+    assert response.status_code == 200
+    assert "quotaguard_build_info" in response.text
+
+    out = io.StringIO()
+    assert main(["demo", "--no-progress", "--serve", "0.2"], stdout=out) == EXIT_OK
+    text = out.getvalue()
+    report_end = text.index("To keep the server up")
+    announced = re.search(r"The demo server is up for 0\.2 s at (http://127\.0\.0\.1:\d+) ;", text)
+    assert announced is not None and announced.start() > report_end
