@@ -282,11 +282,19 @@ def step(
             return None, False, now, math.inf
         if cost <= 0:
             return None, True, now, 0.0
-    elif state[0] + cost > spec.quota:
+        end = current + window
+        state = _new(Ring, (cost, current, current, cost, _NO_COUNTS, 0, 0))
+        return state, True, end - end % granularity + granularity, 0.0
+    total = state[0] + cost
+    if total > spec.quota:
         return state, False, drop_time(spec, state[2]), _wait_us(spec, state, now, cost)
     if cost > 0:
-        state = _added(spec, state, current, cost)
-    assert state is not None
+        if state[2] == current:
+            state = _new(
+                Ring, (total, state[1], current, state[3] + cost, state[4], state[5], state[6])
+            )
+        else:
+            state = _opened(spec, state, current, total, cost)
     last_end = state[2] + window
     return state, True, last_end - last_end % granularity + granularity, 0.0
 
