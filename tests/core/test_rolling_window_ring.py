@@ -105,3 +105,28 @@ def test_counts_take_the_narrowest_array_type_that_holds_them():
     assert fractional is not None and fractional[4].typecode == "d"
     assert fractional.buckets()[-4:] == (now + 7200 * SECOND, 0.5, now + 3 * 3600 * SECOND, 1)
     assert ring.buckets()[0] == 100 * (spec.buckets + 1)  # the older version is untouched
+
+
+def test_a_decisions_statuses_read_late_show_the_window_as_it_decided():
+    from quotaguard import Guard, Plan
+    from quotaguard.testing import FakeClock
+
+    def guard_on(clock: FakeClock) -> Guard:
+        weekly = RollingWindow("weekly", 100, "7 days", "1 hour", unit="tokens")
+        hourly = RollingWindow("hourly", 150, "1 hour", "1 minute", unit="tokens")
+        return Guard([Plan("p", [weekly, hourly])], default_plan="p", clock=clock)
+
+    clock, alone_clock = FakeClock(), FakeClock()
+    guard, alone = guard_on(clock), guard_on(alone_clock)
+    for _ in range(30):  # rings with closed buckets, shared by every later version
+        guard.acquire("c", {"tokens": 3})
+        alone.acquire("c", {"tokens": 3})
+        clock.advance(3600)
+        alone_clock.advance(3600)
+    early = guard.acquire("c", {"tokens": 20})  # refused: its retry-after walks the ring
+    expected = alone.acquire("c", {"tokens": 20}).limits
+    assert not early.allowed
+    for _ in range(300):  # later decisions append in place and compact, refusals included
+        clock.advance(1800)
+        guard.acquire("c", {"tokens": 1})
+    assert early.limits == expected
