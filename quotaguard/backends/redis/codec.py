@@ -26,7 +26,7 @@ import attrs
 
 from quotaguard.backends.base import LeaseRequest
 from quotaguard.clock import Clock
-from quotaguard.core import engine
+from quotaguard.core import engine, rolling_window
 from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
@@ -157,7 +157,10 @@ def parse_state(limit: Limit, raw: Any) -> Any:
             return (int(raw[0]), float(raw[1]))
         return raw if raw.__class__ is int else int(raw)
     if kind is RollingWindow:
-        return tuple([value if value.__class__ is int else float(value) for value in raw])
+        return rolling_window.from_buckets(
+            limit,  # type: ignore[arg-type]
+            [value if value.__class__ is int else float(value) for value in raw],
+        )
     slots: list[str | float] = []
     for entry in _text(raw).split(";")[:-1]:
         token, _, expiry = entry.partition(",")

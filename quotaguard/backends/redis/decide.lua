@@ -18,7 +18,7 @@
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), nil when
 --          empty: a token bucket's tat (integer), or {tat, carry}; a rolling window's buckets as a flat
---          array {total, start_1, count_1, ...} (quotaguard.core's tuple), or, when the
+--          array {total, start_1, count_1, ...} (quotaguard.core's Ring.buckets()), or, when the
 --          caller need not walk them, only {total, first, 0, last, last_count} or
 --          {total, last, last_count}; a concurrency limit's "lease,expiry;" text.
 --          Numbers that are not whole are sent as '%.17g' strings.
