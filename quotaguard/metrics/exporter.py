@@ -663,6 +663,7 @@ class PrometheusExporter:
             try:
                 events = self._aggregate_buffer(self._now())
                 self._unpushed = True
+                flusher.ensure_running()
                 if len(self._elapsed) >= _MAX_PENDING:
                     self._push_latency()
             except Exception:

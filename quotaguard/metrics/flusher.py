@@ -22,7 +22,7 @@ process killed by SIGKILL loses what it counted in its last ``flush_interval``.
 ``fork`` waits for a background flush under way to finish (so the child never inherits a
 prometheus_client lock held half way through a flush); the child starts with fresh locks,
 drops what the parent had buffered (the parent publishes it) and gets its own timer
-thread.
+thread when it aggregates its first batch (a fork hook starts no thread).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import weakref
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["Flushable", "flush_on_sigterm", "register"]
+__all__ = ["Flushable", "ensure_running", "flush_on_sigterm", "register"]
 
 logger = logging.getLogger("quotaguard.metrics")
 
@@ -126,12 +126,15 @@ class _Flusher:
         self._held_for_fork = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._thread = None
-        exporters = list(self._exporters)
-        for exporter in exporters:
+        self._thread = None  # started again by the child's first batch (see `ensure_running`)
+        for exporter in list(self._exporters):
             exporter.after_fork_in_child()
-        if exporters:
-            self._ensure_thread()
+
+    def ensure_running(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._exporters:
+                    self._ensure_thread()
 
 
 _FLUSHER = _Flusher()
@@ -141,6 +144,11 @@ os.register_at_fork(
     after_in_parent=_FLUSHER.after_fork_in_parent,
     after_in_child=_FLUSHER.after_fork_in_child,
 )
+
+
+def ensure_running() -> None:
+    """Start the timer thread if this process has none (a forked child)."""
+    _FLUSHER.ensure_running()
 
 
 def register(exporter: Flushable, *, on_sigterm: bool = True) -> None:
