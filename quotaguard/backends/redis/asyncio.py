@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -178,7 +178,7 @@ class AsyncRedisBackend(RedisBackendBase):
 
     async def _execute(self, call: Call, asking: bool = False) -> Any:
         if isinstance(call, ScriptCall):
-            return await self._evalsha(call, self._sender(call.keys[0], asking))
+            return await self._evalsha(call, self._sender(call.keys, asking))
         if isinstance(call, CommandCall):
             if asking and self._cluster:  # single-key commands only: args[1] is the key
                 return await where_the_key_is(self.client, call.args[1], *call.args)  # type: ignore[arg-type]
@@ -189,11 +189,11 @@ class AsyncRedisBackend(RedisBackendBase):
             return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
         return await self._reserve(call)
 
-    def _sender(self, key: Any, asking: bool) -> Callable[..., Awaitable[Any]]:
-        """What sends a command about ``key``: the client, or by hand after ``ASK``."""
+    def _sender(self, keys: Sequence[Any], asking: bool) -> Callable[..., Awaitable[Any]]:
+        """What sends a command about ``keys``: the client, or by hand after ``ASK``."""
         client: Any = self.client
-        if asking and self._cluster:
-            return functools.partial(where_the_key_is, client, key)
+        if asking and self._cluster and keys:
+            return functools.partial(where_the_key_is, client, keys[0])
         return client.execute_command  # type: ignore[no-any-return]
 
     async def _evalsha(self, call: ScriptCall, send: Callable[..., Awaitable[Any]]) -> Any:
