@@ -5,6 +5,7 @@ policy, and the slowest call (within twice the budget)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import time
@@ -166,6 +167,68 @@ def test_a_manual_slot_migration_stays_exact_with_no_fail_open(
     reserved = 2 if flavour == "sync" else 0
     assert guard.usage(customer).limit("calls").used == record.allowed(customer) + 1 + reserved
     assert checked == ([True] if flavour == "sync" else [])
+    guard.close()
+
+
+def _half_migrate(
+    cluster: redis_support.RedisClusterServers, customer: str, keys_moved: bool
+) -> tuple[int, redis_support.RedisServer, redis_support.RedisServer]:
+    """Mark the customer's slot MIGRATING/IMPORTING; with ``keys_moved``, MIGRATE its keys.
+
+    Returns the slot, its source and its target.
+    """
+    source = cluster.node_for(f"{{{customer}}}")
+    target = next(node for node in cluster.nodes if node is not source)
+    slot = key_slot(f"{{{customer}}}".encode())
+    with source.client() as src, target.client() as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(source))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(target))
+    if keys_moved:
+        _move_keys(slot, source, target)
+    return slot, source, target
+
+
+def _move_keys(
+    slot: int, source: redis_support.RedisServer, target: redis_support.RedisServer
+) -> None:
+    with source.client() as src:
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        if keys:
+            host = redis_support.HOST
+            src.execute_command("MIGRATE", host, target.port, "", 0, 5000, "KEYS", *keys)
+
+
+@pytest.mark.parametrize("keys_moved", [False, True])
+def test_async_decisions_follow_ask_on_one_connection_during_a_migration(
+    cluster: redis_support.RedisClusterServers, keys_moved: bool
+) -> None:
+    """redis-py's asyncio cluster client sends ``ASKING`` and the redirected command on two
+    pooled connections: once the target node has several free ones, the target answers
+    ``MOVED``, the source ``ASK`` again, until "TTL exhausted". Seen under load as a
+    fail-open of the manual migration test; here made certain by opening four
+    connections to the target before every decision is made in the half-migrated slot."""
+    customer = f"asking-{keys_moved}"
+    uri = _uri(cluster)
+    decisions = 20
+
+    async def main() -> list[Outcome]:
+        aguard = AsyncGuard([MANY], uri, default_plan="many", failure="open")
+        assert (await aguard.acquire(customer)).outcome is Outcome.ALLOWED
+        slot, source, target = _half_migrate(cluster, customer, keys_moved)
+        client = aguard.backend.client  # type: ignore[attr-defined]
+        node = client.get_node(host=redis_support.HOST, port=target.port)
+        await asyncio.gather(*(node.execute_command("PING") for _ in range(4)))
+        outcomes = [(await aguard.acquire(customer)).outcome for _ in range(decisions)]
+        await aguard.close()
+        _move_keys(slot, source, target)
+        for each in cluster.nodes:  # hand the slot over: the cluster is whole again
+            with each.client() as admin:
+                admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _node_id(target))
+        return outcomes
+
+    assert redis_support.run(main()) == [Outcome.ALLOWED] * decisions
+    guard = Guard([MANY], uri, default_plan="many")
+    assert guard.usage(customer).limit("calls").used == decisions + 1
     guard.close()
 
 

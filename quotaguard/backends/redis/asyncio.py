@@ -6,8 +6,9 @@ Only the I/O lives here; everything else is in `quotaguard.backends.redis.codec`
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -24,6 +25,7 @@ from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
 from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 
+from .asking import where_the_key_is
 from .boundary import retry_pause
 from .codec import (
     SCRIPTS,
@@ -111,19 +113,22 @@ class AsyncRedisBackend(RedisBackendBase):
             edge.failures.record(error)
             raise unavailable(error) from error
 
-    async def _bounded(self, call: Call, deadline: float) -> Any:
+    async def _bounded(self, call: Call, deadline: float, asking: bool = False) -> Any:
         """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
 
         On a cluster, a decide that meets its slot in migration is made again in its
-        single-key form (see `quotaguard.backends.redis.migration`).
+        single-key form (see `quotaguard.backends.redis.migration`), whose commands
+        follow ``ASK`` on one connection (``asking``, see
+        `quotaguard.backends.redis.asking`).
         """
         attempt = 0
         single_keys = False
         while True:
             try:
                 if single_keys:
-                    return await self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
-                return await self._execute(call)
+                    single_key_form = during_migration(call)  # type: ignore[arg-type]
+                    return await self._drive(single_key_form, deadline, asking=True)
+                return await self._execute(call, asking)
             except QuotaguardError:
                 raise
             except Exception as error:
@@ -138,12 +143,12 @@ class AsyncRedisBackend(RedisBackendBase):
             attempt += 1
             await asyncio.sleep(pause)
 
-    async def _drive(self, operation: Operation[T], deadline: float) -> T:
+    async def _drive(self, operation: Operation[T], deadline: float, asking: bool = False) -> T:
         """Run ``operation``, each of its calls bounded by ``deadline``."""
         try:
             call = next(operation)
             while True:
-                call = operation.send(await self._bounded(call, deadline))
+                call = operation.send(await self._bounded(call, deadline, asking))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
@@ -171,10 +176,12 @@ class AsyncRedisBackend(RedisBackendBase):
             return
         self.edge.checked_eviction(info)
 
-    async def _execute(self, call: Call) -> Any:
+    async def _execute(self, call: Call, asking: bool = False) -> Any:
         if isinstance(call, ScriptCall):
-            return await self._evalsha(call)
+            return await self._evalsha(call, self._sender(call.keys, asking))
         if isinstance(call, CommandCall):
+            if asking and self._cluster:  # single-key commands only: args[1] is the key
+                return await where_the_key_is(self.client, call.args[1], *call.args)  # type: ignore[arg-type]
             return await self.client.execute_command(*call.args)
         if isinstance(call, ScanCall):
             return await self._scan(call)
@@ -182,19 +189,25 @@ class AsyncRedisBackend(RedisBackendBase):
             return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
         return await self._reserve(call)
 
-    async def _evalsha(self, call: ScriptCall) -> Any:
-        """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
+    def _sender(self, keys: Sequence[Any], asking: bool) -> Callable[..., Awaitable[Any]]:
+        """What sends a command about ``keys``: the client, or by hand after ``ASK``."""
+        client: Any = self.client
+        if asking and self._cluster and keys:
+            return functools.partial(where_the_key_is, client, keys[0])
+        return client.execute_command  # type: ignore[no-any-return]
+
+    async def _evalsha(self, call: ScriptCall, send: Callable[..., Awaitable[Any]]) -> Any:
+        """EVALSHA straight through ``send``, no ``Script`` wrapper per call.
 
         After NOSCRIPT (restart, failover, ``SCRIPT FLUSH``): load the script, retry once.
         """
         script = self._scripts[call.script]
         keys = call.keys
-        client: Any = self.client
         try:
-            return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            return await send("EVALSHA", script.sha, len(keys), *keys, *call.args)
         except NoScriptError:
-            script.sha = await client.script_load(script.script)
-            return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            script.sha = await self.client.script_load(script.script)
+            return await send("EVALSHA", script.sha, len(keys), *keys, *call.args)
 
     async def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
         client: Any = self.client
