@@ -81,7 +81,11 @@ def test_bad_settings_fail_at_construction_naming_the_value(query: str, name: st
         (AskError("1 127.0.0.1:1"), True),
         (ClusterDownError("CLUSTERDOWN"), True),
         (ClusterError("TTL exhausted."), True),
-        (ConnectionError("Connection closed by server."), True),
+        (ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."), True),
+        (ConnectionError("Error while writing to socket. (32, 'Broken pipe')"), True),
+        # the reply was awaited: the command may have run, so it is never resent
+        (ConnectionError("Connection closed by server."), False),
+        (ConnectionError("Error while reading from 127.0.0.1:1 : (104, 'reset')"), False),
         (TimeoutError("Timeout connecting to server"), True),
         (AttributeError("'NoneType' object has no attribute 'writelines'"), True),
         (TimeoutError("Timeout reading from socket"), False),  # may still run: never resent

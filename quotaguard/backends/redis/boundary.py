@@ -9,13 +9,14 @@ Retried (each only while a whole attempt still fits in the call's budget):
   exhausted", ``CLUSTERDOWN``, an uncovered slot, a server still loading its data, a
   pool momentarily full: transient states of a cluster or a client, retried with short
   pauses (10 ms, doubling, at most 50 ms);
-- a broken connection (refused, reset, closed) or a connection that could not be opened
-  in time: once, at once (a restarted server or a failed-over primary is picked up by the
-  retry).
+- a connection refused, or broken while the command was being sent, or that could not be
+  opened in time: once, at once (a restarted server or a failed-over primary is picked up
+  by the retry).
 
-Never retried: a timeout waiting for a reply (the command may still run when the server
-wakes up: sending it again could charge a customer twice), authentication and permission
-errors, script errors and anything unknown.
+Never retried: a timeout waiting for a reply, or a connection that broke while the reply
+was awaited (the command may have run, or may still run when the server wakes up:
+sending it again could charge a customer twice), authentication and permission errors,
+script errors and anything unknown.
 """
 
 from __future__ import annotations
@@ -72,10 +73,18 @@ def _connecting(error: TimeoutError) -> bool:
     return "connecting" in str(error).lower()
 
 
+_AFTER_SENDING = ("error while reading", "connection closed by server")
+
+
 def _broken(error: BaseException) -> bool:
-    """Whether the connection broke before the command could have been sent or run."""
+    """Whether the connection broke before the command could have been sent or run.
+
+    A connection that broke while its reply was awaited (a primary killed after running
+    the command, before answering) is not: the command may have run, and sending it
+    again could charge a customer twice.
+    """
     if isinstance(error, ConnectionError | TimeoutError):
-        return True
+        return not any(text in str(error).lower() for text in _AFTER_SENDING)
     # redis-py's asyncio cluster client closes connections that other calls are using
     return isinstance(error, AttributeError) and "writelines" in str(error)
 
