@@ -21,7 +21,7 @@ from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
-from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 
@@ -258,8 +258,6 @@ class AsyncRedisBackend(RedisBackendBase):
             return edge.outage_answer(
                 error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
             )
-        if decision.outcome is Outcome.DENIED:
-            edge.local.remember(catalogue, decision, plan, shadow, now)
         return decision
 
     async def settle(

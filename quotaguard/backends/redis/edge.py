@@ -9,7 +9,7 @@ from typing import Any
 
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
-from quotaguard.core.decision import Decision
+from quotaguard.core.decision import Decision, Outcome
 from quotaguard.core.errors import BackendUnavailable
 from quotaguard.core.policy import Cost
 
@@ -55,14 +55,17 @@ class Edge:
     ) -> Operation[Decision]:
         """``operation``, unless a remembered denial answers first.
 
-        Checked when the operation starts, that is once the call has its turn: calls
-        that queued behind the one that found the customer over a limit are answered
-        here without a round trip.
+        A denial Redis answers is remembered. Checked when the operation starts, that is
+        once the call has its turn: calls that queued behind the one that found the
+        customer over a limit are answered here without a round trip.
         """
         known = self.local.denial(catalogue, customer, cost, scope, plan, shadow, now)
         if known is not None:
             return known
-        return (yield from operation)
+        decision = yield from operation
+        if decision.outcome is Outcome.DENIED:
+            self.local.remember(catalogue, decision, plan, shadow, now)
+        return decision
 
     def outage_answer(
         self,
