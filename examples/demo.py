@@ -24,7 +24,6 @@ The report (demo_report.py) follows. Needs FastAPI, uvicorn and httpx
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import json
@@ -302,8 +301,8 @@ def simulate(
 def _explore(url: str, seconds: float, stream: TextIO) -> None:
     stream.write(
         f"\nThe demo server is up for {seconds:g} s at {url} ; try:\n"
-        f"  curl -i -H 'x-api-key: sk-pro-demo' -d '{{\"max_tokens\": 50}}' {url}/v1/chat\n"
-        f"  curl -H 'x-api-key: sk-pro-demo' {url}/usage\n"
+        f"  curl -i -H 'x-api-key: sk-max-demo' -d '{{\"max_tokens\": 50}}' {url}/v1/chat\n"
+        f"  curl -H 'x-api-key: sk-pro-demo' {url}/usage    # bob, at his weekly cap\n"
         f"  curl {url}/metrics\n"
     )
     stream.flush()
@@ -345,18 +344,10 @@ def _importable(name: str) -> bool:
 
 
 def main() -> None:
-    """The command line: ``python examples/demo.py [--no-progress] [--serve SECONDS]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--serve",
-        metavar="SECONDS",
-        type=float,
-        default=0.0,
-        help="keep the demo server up this long afterwards, to explore it with curl",
-    )
-    args = parser.parse_args()
-    sys.exit(run_demo(progress=not args.no_progress, serve=args.serve))
+    """``python examples/demo.py [...]``: the same as ``quotaguard demo [...]``."""
+    from quotaguard.cli import main as cli
+
+    sys.exit(cli(["demo", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
