@@ -46,6 +46,7 @@ from quotaguard.core.policy import (
     TokenBucket,
 )
 from quotaguard.core.rates import MAX_AMOUNT, parse_duration, parse_rate
+from quotaguard.core.request import Request
 
 if TYPE_CHECKING:
     from quotaguard.lease import AsyncLease, Lease
@@ -249,13 +250,15 @@ class GuardBase:
         try:
             decision = backend.decide(
                 self.catalogue,
-                customer,
-                cost,
-                scope,
-                plan,
-                None if clock is None else clock.now_us(),
-                lease,
-                self.shadow,
+                Request(
+                    customer,
+                    cost,
+                    scope,
+                    plan,
+                    None if clock is None else clock.now_us(),
+                    lease,
+                    self.shadow,
+                ),
             )
         except BackendUnavailable as error:
             decision = self._failed(backend.name, customer, cost, scope, error)
@@ -762,7 +765,8 @@ class AsyncGuard(GuardBase):
         started = time.perf_counter() if observers else 0.0
         try:
             decision = await backend.decide(
-                self.catalogue, customer, cost, scope, plan, self._now(), lease, self.shadow
+                self.catalogue,
+                Request(customer, cost, scope, plan, self._now(), lease, self.shadow),
             )
         except BackendUnavailable as error:
             decision = self._failed(backend.name, customer, cost, scope, error)
