@@ -15,7 +15,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any
 
 import attrs
 
@@ -136,21 +136,20 @@ class MemoryBackend:
 
     def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `quotaguard.backends.base.Backend.decide`."""
-        customer, _, _, _, now, lease, _ = request
+        customer, cost, _, _, now, lease, _ = request
         if now is None:
             now = self._now()
         meta = self._meta.get(customer) if self._meta else None
-        target = resolve(catalogue, request, meta)
-        if target.__class__ is Decision:
-            return target
-        plan = cast(Plan, target)
+        plan: Any = resolve(catalogue, request, meta)
+        if plan.__class__ is Decision:
+            return plan
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
             if record is not None and record[_LIMITS] is plan.limits:
                 states: Any = record[_STATES:]
             else:
                 states = self._states(record, plan, now)
-            allowed, new_states, statuses, expiry = evaluate(plan, states, now, request)
+            allowed, new_states, statuses, expiry = evaluate(plan, states, now, cost, lease)
             if allowed:
                 if (
                     record is not None
@@ -164,7 +163,7 @@ class MemoryBackend:
                 if lease is not None:
                     ttl = engine.lease_ttl(plan.limits, lease[1])
                     self._leases[lease[0]] = _LeaseRecord(
-                        customer, plan, request.cost, now, now + ttl, now + 2 * ttl
+                        customer, plan, cost, now, now + ttl, now + 2 * ttl
                     )
             elif record is not None and record[_LIMITS] is not plan.limits:
                 # the first decision under a changed definition keeps its conversion

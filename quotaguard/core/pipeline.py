@@ -21,7 +21,7 @@ arguments.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import attrs
@@ -31,7 +31,7 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta, Revocation
 from quotaguard.core.customer import resolve as resolve_plan
 from quotaguard.core.decision import Decision, LimitStatuses, Outcome
-from quotaguard.core.policy import Plan
+from quotaguard.core.policy import Cost, Plan
 from quotaguard.core.request import Request
 
 _new = tuple.__new__
@@ -72,13 +72,12 @@ def viewed(
     return target
 
 
-def evaluate(plan: Plan, states: Sequence[Any], now: int, request: Request) -> Verdict:
-    """Decide ``request`` at ``now`` against every limit of ``plan``, all-or-nothing.
+evaluate: Callable[[Plan, Sequence[Any], int, Cost, Any], Verdict] = engine.evaluate_plan
+"""``evaluate(plan, states, now, cost, lease)``: decide ``cost`` at ``now`` against every
+limit of ``plan``, all-or-nothing (`quotaguard.core.engine.evaluate_plan`).
 
-    ``states`` line up with ``plan.limits`` (None: never used). When refused, the states
-    to store are the inputs unchanged.
-    """
-    return engine.evaluate_plan(plan, states, now, request.cost, request.lease)
+``states`` line up with ``plan.limits`` (None: never used); when refused, the states to
+store are the inputs unchanged."""
 
 
 def shadowed(request: Request, plan: Plan, meta: CustomerMeta | None) -> bool:
@@ -100,19 +99,9 @@ def conclude(
 ) -> Decision:
     """The Decision for ``request`` once ``plan``'s limits are evaluated."""
     if allowed:
+        customer, cost, scope = request[0], request[1], request[2]
         return _new(
-            Decision,
-            (
-                True,
-                Outcome.ALLOWED,
-                request.customer,
-                plan.name,
-                request.scope,
-                request.cost,
-                statuses,
-                0.0,
-                None,
-            ),
+            Decision, (True, Outcome.ALLOWED, customer, plan.name, scope, cost, statuses, 0.0, None)
         )
     return engine.decision(
         request.customer,

@@ -22,7 +22,7 @@ def decide(request: Request, meta: CustomerMeta | None, states: list[object]) ->
     target = resolve(CATALOGUE, request, meta)
     if isinstance(target, Decision):
         return target
-    allowed, new_states, statuses, _ = evaluate(target, states, NOW, request)
+    allowed, new_states, statuses, _ = evaluate(target, states, NOW, request.cost, request.lease)
     states[:] = new_states
     return conclude(request, target, meta, allowed, statuses)
 

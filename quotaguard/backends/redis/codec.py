@@ -419,7 +419,7 @@ class RedisBackendBase:
                 self._remember(customer, reply[1], reply[2])
                 continue
             states = [parse_state(limit, reply[3 + index]) for index, limit in enumerate(limits)]
-            allowed, _, statuses, _ = evaluate(target, states, reply[1], request)
+            allowed, _, statuses, _ = evaluate(target, states, reply[1], cost, lease)
             if allowed is not (reply[2] == 1):
                 raise BackendUnavailable(
                     f"redis: the decide script and quotaguard.core disagree for {customer!r}"
