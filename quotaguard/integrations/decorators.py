@@ -43,16 +43,10 @@ def limit(
     plan: str | Callable[..., str | None] | None = None,
     fallback: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """A decorator that checks ``guard`` before every call of the function.
+    """A decorator that checks ``guard`` before every call: ``guard.limit(...)``.
 
-    ``customer``: the name of the argument holding the customer id, or a callable
-    given the call's arguments. ``cost`` and ``plan``: values, or callables given the
-    call's arguments. ``scope``: the scope of the calls. ``fallback(decision, *args,
-    **kwargs)``: called instead of raising `QuotaExceeded` on denial (awaited if it
-    returns an awaitable inside an async function).
-
-    An async function may use either guard (a sync `Guard` is fine on the memory
-    backend); a sync function needs a sync `Guard`.
+    The arguments are those of `Guard.limit`; anything but a `Guard` or an `AsyncGuard`
+    raises `ConfigurationError`.
     """
     if not isinstance(guard, Guard | AsyncGuard):
         raise ConfigurationError(f"limit() needs a Guard or an AsyncGuard, got {guard!r}")
