@@ -136,13 +136,16 @@ class MemoryBackend:
 
     def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `quotaguard.backends.base.Backend.decide`."""
-        customer, cost, _, _, now, lease, _ = request
+        customer, cost, _, requested, now, lease, _ = request
         if now is None:
             now = self._now()
         meta = self._meta.get(customer) if self._meta else None
-        plan: Any = resolve(catalogue, request, meta)
-        if plan.__class__ is Decision:
-            return plan
+        if meta is None:  # no settings: the requested or default plan (see `resolve`)
+            plan: Any = catalogue.get(requested)
+        else:
+            plan = resolve(catalogue, request, meta)
+            if plan.__class__ is Decision:
+                return plan
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
             if record is not None and record[_LIMITS] is plan.limits:

@@ -45,8 +45,10 @@ def resolve(
 ) -> Plan | Decision:
     """The plan whose limits decide ``request``, or the revoked Decision that refuses it.
 
-    ``meta`` is the customer's stored settings (None: nothing stored). Raises
-    `UnknownPlanError` for an unknown requested plan and when no plan applies.
+    ``meta`` is the customer's stored settings; None (nothing stored) leaves the plan the
+    call asks for, else the default plan: `PlanCatalogue.get`, which a backend may call
+    directly when it holds no settings for the customer. Raises `UnknownPlanError` for
+    an unknown requested plan and when no plan applies.
     """
     if meta is None:
         return catalogue.get(request.plan)
