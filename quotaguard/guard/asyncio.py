@@ -101,9 +101,8 @@ class AsyncGuard(GuardBase):
         self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
     ) -> Decision:
         """See `Guard.acquire`."""
-        inline = self._inline
-        if inline is not None:
-            return self._decide_now(inline, customer, cost, scope, plan, None)
+        if self._inline is not None:
+            return self._decide_now(customer, cost, scope=scope, plan=plan)
         return await run_async(self._decide(customer, cost, scope, plan, None), self.backend)
 
     def acquire_nowait(
@@ -115,10 +114,9 @@ class AsyncGuard(GuardBase):
         middleware) can decide inline and skip two coroutines. Same validation, failure
         policy and observers as `acquire`.
         """
-        inline = self._inline
-        if inline is None:
+        if self._inline is None:
             return None
-        return self._decide_now(inline, customer, cost, scope, plan, None)
+        return self._decide_now(customer, cost, scope=scope, plan=plan)
 
     async def reserve(
         self,

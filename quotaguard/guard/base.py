@@ -127,20 +127,19 @@ class GuardBase:
         """The failure policy's decision for ``request`` (see `FailureLog.failed`)."""
         return self._failures.failed(self.failure, backend, request, error, self.observers)
 
-    def _decide_now(
-        self,
-        backend: Backend,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        lease: LeaseRequest | None,
-    ) -> Decision:
-        """`_decide` without a driver, on a backend whose ``decide`` is not awaited.
+    _inline: Backend | None = None
+    """The backend that decides without awaiting (a `Guard`'s, or in-process memory)."""
 
-        The one entry point that decides at once: the same checks, failure policy and
-        observers as the operation, without the cost of a generator.
+    def _decide_now(
+        self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
+    ) -> Decision:
+        """Decide whether ``customer`` may spend ``cost`` now, and consume it if so.
+
+        All of the plan's limits are checked and consumed together, or none is.
         """
+        # `_decide` without a driver, on `_inline`: the one entry point that decides at
+        # once (`Guard.acquire` itself), without the cost of a generator or another call.
+        backend: Backend = self._inline  # type: ignore[assignment]
         if not (  # `_request`, inline: a call costs a tenth of a memory decision
             customer.__class__ is str
             and customer
@@ -152,7 +151,7 @@ class GuardBase:
             customer, cost, scope, plan = check_request(self.catalogue, customer, cost, scope, plan)
         clock = self.clock
         now = None if clock is None else clock.now_us()
-        request = _new(Request, (customer, cost, scope, plan, now, lease, self.shadow))
+        request = _new(Request, (customer, cost, scope, plan, now, None, self.shadow))
         observers = self.observers
         started = time.perf_counter() if observers else 0.0
         try:

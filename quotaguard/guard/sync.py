@@ -9,7 +9,7 @@ from quotaguard.backends.base import Backend
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.customer import CustomerMeta
-from quotaguard.core.decision import Decision, Settlement
+from quotaguard.core.decision import Settlement
 from quotaguard.core.policy import Cost, Limit
 
 from . import changes
@@ -64,6 +64,7 @@ class Guard(GuardBase):
         self.backend: Backend = sync_backend(storage, clock)
         """The storage backend."""
         self._backend_name = self.backend.name
+        self._inline = self.backend
 
     def _run(self, operation: Operation[T]) -> T:
         """Run ``operation`` with blocking calls of the backend (the sync driver)."""
@@ -73,14 +74,12 @@ class Guard(GuardBase):
         """`_run`, awaitable (for async code using a sync guard on the memory backend)."""
         return run(operation, self.backend)
 
-    def acquire(
-        self, customer: str, cost: Cost = 1, *, scope: str | None = None, plan: str | None = None
-    ) -> Decision:
-        """Decide whether ``customer`` may spend ``cost`` now, and consume it if so.
+    acquire = GuardBase._decide_now
+    """``acquire(customer, cost=1, *, scope=None, plan=None) -> Decision``: decide whether
+    ``customer`` may spend ``cost`` now, and consume it if so.
 
-        All of the plan's limits are checked and consumed together, or none is.
-        """
-        return self._decide_now(self.backend, customer, cost, scope, plan, None)
+    All of the plan's limits are checked and consumed together, or none is. (The sync
+    driver needs no generator for a decision: this is `GuardBase._decide_now` itself.)"""
 
     def reserve(
         self,
