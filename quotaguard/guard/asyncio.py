@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+import quotaguard.guard.changes as changes
 from quotaguard.backends.base import AsyncBackend, Backend
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, Settlement
 from quotaguard.core.policy import Cost, Limit
+from quotaguard.lease import AsyncLease
 
-from . import changes
 from .arguments import PlansArgument
 from .base import GuardBase
 from .drivers import Operation, run, run_async
@@ -21,8 +22,6 @@ from .records import Usage
 from .storage import async_backend, inline_backend
 
 if TYPE_CHECKING:
-    from quotaguard.lease import AsyncLease
-
     from .sync import Guard
 
 T = TypeVar("T")
@@ -128,8 +127,6 @@ class AsyncGuard(GuardBase):
         ttl: float | str | None = None,
     ) -> AsyncLease:
         """See `Guard.reserve`."""
-        from quotaguard.lease import AsyncLease
-
         return AsyncLease(self, *await self._run(self._reserve(customer, cost, scope, plan, ttl)))
 
     async def settle(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+import quotaguard.guard.changes as changes
 from quotaguard.backends.base import Backend
 from quotaguard.clock import Clock
 from quotaguard.core import inputs
@@ -24,9 +25,9 @@ from quotaguard.core.policy import Cost
 from quotaguard.core.rates import MAX_AMOUNT, parse_duration
 from quotaguard.core.request import LeaseRequest, Request
 
-from . import changes
 from .arguments import PlansArgument, catalogue_of, check_request, check_settle
 from .arguments import new_lease_id as _new_lease_id
+from .decorate import limiter
 from .drivers import BackendCall, Operation
 from .failure import FailureLog, check_failure
 from .observers import Observer, tell_decision, tell_settlement
@@ -95,8 +96,6 @@ class GuardBase:
         backend); a sync function needs a sync `Guard`. See
         `quotaguard.integrations.decorators`.
         """
-        from .decorate import limiter
-
         return limiter(self, customer, cost, scope, plan, fallback)
 
     # -- the request path ------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import attrs
 
@@ -20,8 +20,10 @@ from quotaguard.core.policy import Concurrency, Cost
 from quotaguard.lease import Lease
 
 from .arguments import check_scope
-from .base import GuardBase
 from .drivers import Operation
+
+if TYPE_CHECKING:
+    from .base import GuardBase
 
 P = ParamSpec("P")
 R = TypeVar("R")

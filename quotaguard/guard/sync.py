@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+import quotaguard.guard.changes as changes
 from quotaguard.backends.base import Backend
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Settlement
 from quotaguard.core.policy import Cost, Limit
+from quotaguard.lease import Lease
 
-from . import changes
 from .arguments import PlansArgument
 from .base import GuardBase
 from .drivers import Operation, run
 from .observers import Observer
 from .records import Usage
 from .storage import sync_backend
-
-if TYPE_CHECKING:
-    from quotaguard.lease import Lease
 
 T = TypeVar("T")
 
@@ -95,8 +93,6 @@ class Guard(GuardBase):
         The returned `Lease` holds the estimate (and a concurrency slot) until
         ``lease.settle(actual)``; if never settled, its slot frees after ``ttl``.
         """
-        from quotaguard.lease import Lease
-
         return Lease(self, *self._run(self._reserve(customer, cost, scope, plan, ttl)))
 
     def settle(
