@@ -1,5 +1,8 @@
 """Leases: a reserved cost waiting to be settled (`Guard.reserve`).
 
+A lease's settlement is written once, as operations the guard drives (see
+`quotaguard.guard.drivers`): `Lease` runs them with blocking calls, `AsyncLease` awaits.
+
 Used as a context manager, a lease that the block leaves unsettled is settled by the
 exit policy: ``on_exit`` after a normal exit, ``on_error`` when an exception leaves the
 block. Either way its concurrency slot is released at once. A policy is "estimate"
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from quotaguard.guard import AsyncGuard, Guard
+    from quotaguard.guard.drivers import Operation
 
 logger = logging.getLogger("quotaguard")
 
@@ -119,6 +123,29 @@ class _LeaseBase:
         earlier: Settlement = self.settlement  # type: ignore[assignment]
         return attrs.evolve(earlier, already_settled=True)
 
+    def _settling(self, actual: Cost | None) -> Operation[Settlement | None]:
+        """Settle at ``actual`` (default: the estimate), once; the guard drives it."""
+        if self.lease_id is None:
+            return None
+        if self.settlement is not None:
+            return self._again(actual)
+        self.settlement = yield from self._guard._settle(
+            self.lease_id,
+            self.estimate if actual is None else actual,
+            self.decision.customer,
+            self.decision.plan,
+        )
+        return self.settlement
+
+    def _exiting(self, failed: bool) -> Operation[None]:
+        """Settle by the exit policy if still unsettled; a failure is logged, not raised."""
+        if self.settled:
+            return
+        try:
+            yield from self._settling(self._exit_cost(failed))
+        except QuotaguardError as error:
+            self._log_exit_failure(self.lease_id, error)
+
     def _check_enter(self) -> None:
         if not self.decision.allowed:
             raise QuotaExceeded(self.decision)
@@ -149,18 +176,8 @@ class Lease(_LeaseBase):
         settlement (its amount as ``actual``) with ``already_settled=True``. Returns None
         when nothing was reserved.
         """
-        if self.lease_id is None:
-            return None
-        if self.settlement is not None:
-            return self._again(actual)
         guard: Guard = self._guard  # type: ignore[assignment]
-        self.settlement = guard.settle(
-            self.lease_id,
-            self.estimate if actual is None else actual,
-            customer=self.decision.customer,
-            plan=self.decision.plan,
-        )
-        return self.settlement
+        return guard._run(self._settling(actual))
 
     def __enter__(self) -> Lease:
         self._check_enter()
@@ -172,11 +189,8 @@ class Lease(_LeaseBase):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not self.settled:
-            try:
-                self.settle(self._exit_cost(exc_type is not None))
-            except QuotaguardError as error:
-                self._log_exit_failure(self.lease_id, error)
+        guard: Guard = self._guard  # type: ignore[assignment]
+        guard._run(self._exiting(exc_type is not None))
 
 
 class AsyncLease(_LeaseBase):
@@ -186,18 +200,8 @@ class AsyncLease(_LeaseBase):
 
     async def settle(self, actual: Cost | None = None) -> Settlement | None:
         """See `Lease.settle`."""
-        if self.lease_id is None:
-            return None
-        if self.settlement is not None:
-            return self._again(actual)
         guard: AsyncGuard = self._guard  # type: ignore[assignment]
-        self.settlement = await guard.settle(
-            self.lease_id,
-            self.estimate if actual is None else actual,
-            customer=self.decision.customer,
-            plan=self.decision.plan,
-        )
-        return self.settlement
+        return await guard._run(self._settling(actual))
 
     async def __aenter__(self) -> AsyncLease:
         self._check_enter()
@@ -209,8 +213,5 @@ class AsyncLease(_LeaseBase):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not self.settled:
-            try:
-                await self.settle(self._exit_cost(exc_type is not None))
-            except QuotaguardError as error:
-                self._log_exit_failure(self.lease_id, error)
+        guard: AsyncGuard = self._guard  # type: ignore[assignment]
+        await guard._run(self._exiting(exc_type is not None))

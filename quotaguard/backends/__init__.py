@@ -2,6 +2,9 @@
 
 ``memory://``; ``redis://``, ``rediss://``, ``redis+cluster://host:port[,host:port]`` and
 ``redis+sentinel://host:port[,host:port]/service`` (see `quotaguard.backends.redis`).
+
+A backend decides a `Request` (the record the guard builds for each decision) with the
+pipeline of `quotaguard.core.pipeline`, loading and storing state atomically around it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from quotaguard.backends.base import AsyncBackend, Backend, InProcessAsync
 from quotaguard.backends.memory import MemoryBackend
 from quotaguard.clock import Clock
 from quotaguard.core.errors import ConfigurationError
+from quotaguard.core.request import Request
 
 __all__ = [
     "AsyncBackend",
     "Backend",
     "InProcessAsync",
     "MemoryBackend",
+    "Request",
     "async_backend_from_uri",
     "backend_from_client",
     "backend_from_uri",

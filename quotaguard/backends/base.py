@@ -10,10 +10,10 @@ from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.policy import Cost
+from quotaguard.core.request import LeaseRequest, Request
 
-LeaseRequest = tuple[str, int | None]
-"""A lease to record with a decision: (lease id, time-to-live in microseconds, or None
-for the plan's own: see `quotaguard.core.engine.lease_ttl`)."""
+__all__ = ["AsyncBackend", "Backend", "InProcessAsync", "LeaseRequest", "MetaChange"]
+
 
 MetaChange = Callable[[CustomerMeta], CustomerMeta]
 """A pure function from a customer's stored settings to the new ones."""
@@ -30,20 +30,10 @@ class Backend(Protocol):
     name: str
     """A short, bounded label for metrics ("memory", "redis", ...)."""
 
-    def decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Decision:
-        """Resolve the customer's plan and decide ``cost`` against all its limits at once.
+    def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
+        """Decide ``request`` with `quotaguard.core.pipeline`, loading and storing atomically.
 
-        With ``lease``, an admitted cost is held by that lease until settled.
+        With ``request.lease``, an admitted cost is held by that lease until settled.
         """
         ...
 
@@ -103,17 +93,7 @@ class AsyncBackend(Protocol):
     name: str
     """A short, bounded label for metrics."""
 
-    async def decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Decision:
+    async def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `Backend.decide`."""
         ...
 
@@ -174,19 +154,9 @@ class InProcessAsync:
         """The wrapped synchronous backend."""
         self.name = backend.name
 
-    async def decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Decision:
+    async def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `Backend.decide`."""
-        return self.backend.decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+        return self.backend.decide(catalogue, request)
 
     async def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None

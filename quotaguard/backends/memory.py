@@ -1,4 +1,4 @@
-"""The in-memory backend: the core engine applied under per-customer striped locks.
+"""The in-memory backend: the core pipeline applied under per-customer striped locks.
 
 It is the embedded default and the reference the Redis backend is tested against, so it
 does nothing but call the pure core.
@@ -15,7 +15,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any
 
 import attrs
 
@@ -23,13 +23,15 @@ from quotaguard.clock import Clock, SystemClock
 from quotaguard.core import engine
 from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
-from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
-from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.customer import NO_META, CustomerMeta
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import ConfigurationError, LeaseError
 from quotaguard.core.meaning import convert, meaning, slot, slot_name
+from quotaguard.core.pipeline import conclude, evaluate, resolve, viewed
 from quotaguard.core.policy import Cost, Plan
+from quotaguard.core.request import Request
 
-from .base import LeaseRequest, MetaChange
+from .base import MetaChange
 
 # A customer's record: [expires_us, limits, other limits' states or None, *states].
 # The states line up with the limits they were computed for; states of limits outside
@@ -132,68 +134,47 @@ class MemoryBackend:
 
     # -- decisions -------------------------------------------------------------------
 
-    def decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Decision:
+    def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `quotaguard.backends.base.Backend.decide`."""
+        customer, cost, _, requested, now, lease, _ = request
         if now is None:
             now = self._now()
         meta = self._meta.get(customer) if self._meta else None
-        if meta is None:
-            target = catalogue.get(plan)
+        if meta is None:  # no settings: the requested or default plan (see `resolve`)
+            plan: Any = catalogue.get(requested)
         else:
-            resolved = resolve(catalogue, meta, plan, scope)
-            if resolved.__class__ is Revocation:
-                return engine.revoked(customer, scope, cost, resolved.reason)
-            target = cast(Plan, resolved)
+            plan = resolve(catalogue, request, meta)
+            if plan.__class__ is Decision:
+                return plan
         with self._locks[hash(customer) & self._mask]:
             record = self._records.get(customer)
-            if record is not None and record[_LIMITS] is target.limits:
+            if record is not None and record[_LIMITS] is plan.limits:
                 states: Any = record[_STATES:]
             else:
-                states = self._states(record, target, now)
-            allowed, new_states, statuses, expiry = engine.evaluate_plan(
-                target, states, now, cost, lease
-            )
+                states = self._states(record, plan, now)
+            allowed, new_states, statuses, expiry = evaluate(plan, states, now, cost, lease)
             if allowed:
                 if (
                     record is not None
                     and record[_EXTRAS] is None
-                    and record[_LIMITS] is target.limits
+                    and record[_LIMITS] is plan.limits
                 ):
                     record[_EXPIRES] = expiry
                     record[_STATES:] = new_states
                 else:
-                    self._store(customer, record, target, new_states, expiry)
+                    self._store(customer, record, plan, new_states, expiry)
                 if lease is not None:
-                    ttl = engine.lease_ttl(target.limits, lease[1])
+                    ttl = engine.lease_ttl(plan.limits, lease[1])
                     self._leases[lease[0]] = _LeaseRecord(
-                        customer, target, cost, now, now + ttl, now + 2 * ttl
+                        customer, plan, cost, now, now + ttl, now + 2 * ttl
                     )
-            elif record is not None and record[_LIMITS] is not target.limits:
+            elif record is not None and record[_LIMITS] is not plan.limits:
                 # the first decision under a changed definition keeps its conversion
-                self._store(customer, record, target, list(states), expiry)
+                self._store(customer, record, plan, list(states), expiry)
         self._calls += 1
         if not self._calls & 15:
             self._sweep(now)
-        if allowed:
-            return _new(
-                Decision,
-                (True, Outcome.ALLOWED, customer, target.name, scope, cost, statuses, 0.0, None),
-            )
-        if meta is not None and meta.shadow is not None:
-            shadow = meta.shadow
-        else:
-            shadow = shadow or target.shadow
-        return engine.decision(customer, target, scope, cost, allowed, statuses, shadow)
+        return conclude(request, plan, meta, allowed, statuses)
 
     def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
@@ -228,12 +209,7 @@ class MemoryBackend:
         """See `quotaguard.backends.base.Backend.peek`."""
         if now is None:
             now = self._clock.now_us()
-        meta = self._meta.get(customer)
-        refused = meta is not None and meta.revocation is not None
-        if refused and meta.revocation.plan_for(scope) is None:  # type: ignore[union-attr]
-            meta = attrs.evolve(meta, revocation=None)  # type: ignore[misc]
-        target = resolve(catalogue, meta, plan, scope)
-        assert isinstance(target, Plan)
+        target = viewed(catalogue, self._meta.get(customer), plan, scope)
         with self._lock(customer):
             states = self._states(self._records.get(customer), target, now)
             return target.name, engine.peek(target.limits, states, now)

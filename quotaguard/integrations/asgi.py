@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from quotaguard.backends.base import InProcessAsync
-from quotaguard.backends.memory import MemoryBackend
 from quotaguard.core.decision import Decision, Outcome
 from quotaguard.core.errors import ConfigurationError, InvalidRequestError, QuotaguardError
 from quotaguard.core.policy import Concurrency, Cost
@@ -106,17 +105,11 @@ def as_async_guard(guard: Guard | AsyncGuard) -> AsyncGuard:
     """An `AsyncGuard` for ``guard``; a sync `Guard` is accepted on the memory backend only."""
     if isinstance(guard, AsyncGuard):
         return guard
-    if isinstance(guard, Guard) and isinstance(guard.backend, MemoryBackend):
-        twin = AsyncGuard(
-            guard.catalogue,
-            InProcessAsync(guard.backend),
-            clock=guard.clock,
-            failure=guard.failure,
-            shadow=guard.shadow,
-            observers=guard.observers,
-            lease_ttl=None if guard.lease_ttl_us is None else guard.lease_ttl_us / 1_000_000,
-        )
-        return twin
+    if isinstance(guard, Guard):
+        try:
+            return AsyncGuard.sharing(guard)
+        except ConfigurationError:
+            pass
     raise ConfigurationError(
         "the ASGI integrations need an AsyncGuard (a sync Guard is accepted only on the "
         f"memory backend), got {guard!r}"

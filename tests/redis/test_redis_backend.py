@@ -29,6 +29,7 @@ from quotaguard.backends.redis import AsyncRedisBackend, RedisBackend
 from quotaguard.backends.redis.codec import SCRIPTS
 from quotaguard.backends.redis.keys import encode_id
 from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
+from quotaguard.core.request import Request
 from quotaguard.testing import FakeClock
 from tests import redis_support
 
@@ -287,7 +288,7 @@ def test_connection_refused_is_backend_unavailable_and_follows_the_policy() -> N
     uri = f"redis://127.0.0.1:{redis_support.free_port()}"
     backend = backend_from_uri(uri)
     with pytest.raises(BackendUnavailable) as info:
-        backend.decide(Guard([WINDOW]).catalogue, "c", 1, None, "w", None, None, False)
+        backend.decide(Guard([WINDOW]).catalogue, Request("c", 1, None, "w"))
     assert isinstance(info.value.__cause__, redis.ConnectionError)
     assert Guard([WINDOW], backend, default_plan="w").acquire("c").outcome is Outcome.FAIL_OPEN
     closed = Guard([WINDOW], backend_from_uri(uri), default_plan="w", failure="closed")

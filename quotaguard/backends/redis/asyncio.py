@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-from quotaguard.backends.base import LeaseRequest, MetaChange
+from quotaguard.backends.base import MetaChange
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
@@ -24,6 +24,7 @@ from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
+from quotaguard.core.request import Request
 
 from .asking import where_the_key_is
 from .boundary import retry_pause
@@ -236,20 +237,11 @@ class AsyncRedisBackend(RedisBackendBase):
             return replies[0]
         raise NoScriptError("NOSCRIPT persists after SCRIPT LOAD")
 
-    async def decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Decision:
+    async def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `RedisBackend.decide`."""
         edge = self.edge
-        operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+        customer, cost, scope, plan, now, _, shadow = request
+        operation = self._decide(catalogue, request)
         try:
             decision = await self._run(
                 edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)

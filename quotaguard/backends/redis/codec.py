@@ -24,15 +24,15 @@ from typing import Any, NamedTuple, TypeVar
 
 import attrs
 
-from quotaguard.backends.base import LeaseRequest
 from quotaguard.clock import Clock
 from quotaguard.core import engine, rolling_window
 from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
-from quotaguard.core.customer import NO_META, CustomerMeta, Revocation, resolve
-from quotaguard.core.decision import Decision, LimitStatus, Outcome, Settlement
+from quotaguard.core.customer import NO_META, CustomerMeta, Revocation
+from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import BackendUnavailable, LeaseError
 from quotaguard.core.meaning import meaning
+from quotaguard.core.pipeline import conclude, evaluate, resolve, viewed
 from quotaguard.core.policy import (
     Concurrency,
     Cost,
@@ -43,6 +43,7 @@ from quotaguard.core.policy import (
     charge,
 )
 from quotaguard.core.rates import Rate
+from quotaguard.core.request import Request
 
 from .keys import KeySchema, encode_id
 
@@ -366,17 +367,8 @@ class RedisBackendBase:
 
     # -- operations ------------------------------------------------------------------
 
-    def _decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Operation[Decision]:
+    def _decide(self, catalogue: PlanCatalogue, request: Request) -> Operation[Decision]:
+        customer, cost, _, _, now, lease, _ = request
         base, state_key, meta_key = self.keys.customer(customer)
         now_arg = self._now_arg(now)
         number = cost.__class__ is int or cost.__class__ is float
@@ -384,15 +376,13 @@ class RedisBackendBase:
         keys = [meta_key, state_key]
         for _ in range(_MAX_RETRIES):
             version, meta = self._meta.get(customer, _NO_VERSION) if self._meta else _NO_VERSION
-            target: Any = catalogue.get(plan) if not version else None
-            if target is None:
-                target = resolve(catalogue, meta if version else None, plan, scope)
-            if target.__class__ is Revocation:
+            target: Any = resolve(catalogue, request, meta if version else None)
+            if target.__class__ is Decision:  # revoked, once the version is confirmed
                 reply = yield ScriptCall("decide", keys, ("p", version, now_arg, "0", b"\x90"))
                 if reply[0] == 0:
                     self._remember(customer, reply[1], reply[2])
                     continue
-                return engine.revoked(customer, scope, cost, target.reason)
+                return target
             limits = target.limits
             _, plan_text, plan_arg = self._plan_arg(target)
             if not number:
@@ -429,35 +419,16 @@ class RedisBackendBase:
                 self._remember(customer, reply[1], reply[2])
                 continue
             states = [parse_state(limit, reply[3 + index]) for index, limit in enumerate(limits)]
-            allowed, _, statuses, _ = engine.evaluate_plan(target, states, reply[1], cost, lease)
+            allowed, _, statuses, _ = evaluate(target, states, reply[1], cost, lease)
             if allowed is not (reply[2] == 1):
                 raise BackendUnavailable(
                     f"redis: the decide script and quotaguard.core disagree for {customer!r}"
                 )
-            if allowed:
-                if token:
-                    if len(self._owners) >= _CACHE_SIZE:
-                        self._owners.clear()
-                    self._owners[token] = owner
-                return _new(
-                    Decision,
-                    (
-                        True,
-                        Outcome.ALLOWED,
-                        customer,
-                        target.name,
-                        scope,
-                        cost,
-                        statuses,
-                        0.0,
-                        None,
-                    ),
-                )
-            if version and meta.shadow is not None:
-                shadow = bool(meta.shadow)
-            else:
-                shadow = bool(shadow or target.shadow)
-            return engine.decision(customer, target, scope, cost, allowed, statuses, shadow)
+            if allowed and token:
+                if len(self._owners) >= _CACHE_SIZE:
+                    self._owners.clear()
+                self._owners[token] = owner
+            return conclude(request, target, meta if version else None, allowed, statuses)
         raise BackendUnavailable(f"redis: the settings of {customer!r} keep changing")
 
     def _settle(
@@ -511,10 +482,7 @@ class RedisBackendBase:
         now_arg = self._now_arg(now)
         for _ in range(_MAX_RETRIES):
             version, meta = self._meta.get(customer, _NO_VERSION)
-            if meta.revocation is not None and meta.revocation.plan_for(scope) is None:
-                meta = attrs.evolve(meta, revocation=None)
-            target = resolve(catalogue, meta if version else None, plan, scope)
-            assert isinstance(target, Plan)
+            target = viewed(catalogue, meta if version else None, plan, scope)
             reply = yield ScriptCall(
                 "decide",
                 [meta_key, state_key],

@@ -15,7 +15,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
-from quotaguard.backends.base import LeaseRequest, MetaChange
+from quotaguard.backends.base import MetaChange
 from quotaguard.clock import Clock
 from quotaguard.core.audit import AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
@@ -23,6 +23,7 @@ from quotaguard.core.customer import CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
+from quotaguard.core.request import Request
 
 from .boundary import retry_pause
 from .codec import (
@@ -200,17 +201,7 @@ class RedisBackend(RedisBackendBase):
             return replies[0]
         raise NoScriptError("NOSCRIPT persists after SCRIPT LOAD")
 
-    def decide(
-        self,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        now: int | None,
-        lease: LeaseRequest | None,
-        shadow: bool,
-    ) -> Decision:
+    def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `quotaguard.backends.base.Backend.decide`.
 
         A denial remembered from Redis may answer without a round trip (see
@@ -218,7 +209,8 @@ class RedisBackend(RedisBackendBase):
         or denial answers instead of `BackendUnavailable`.
         """
         edge = self.edge
-        operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
+        customer, cost, scope, plan, now, _, shadow = request
+        operation = self._decide(catalogue, request)
         try:
             decision = self._run(
                 edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
