@@ -187,9 +187,11 @@ class Aggregator:
                     weights[i] = 1
         if allowed:
             self._count((plan, "", _ALLOWED.value), allowed)
-            admitted = costs if allowed == count else [
-                c for c, o in zip(costs, outcomes, strict=True) if o is _ALLOWED
-            ]
+            admitted = (
+                costs
+                if allowed == count
+                else [c for c, o in zip(costs, outcomes, strict=True) if o is _ALLOWED]
+            )
             self._add_units(info, admitted, numeric)
         if allowed != count:
             refused = Counter(
@@ -396,7 +398,7 @@ class Aggregator:
         """Tracked customers at or above each threshold: ``(plan, limit, threshold, n)``."""
         thresholds = self.config.near_limit
         labels = [f"{t:g}" for t in thresholds]
-        rows = []
+        rows: list[tuple[str, str, str, int]] = []
         for (plan, limit), table in list(self.tables.items()):
             counts = table.count_at_least(thresholds, now)
             rows.extend((plan, limit, label, n) for label, n in zip(labels, counts, strict=True))

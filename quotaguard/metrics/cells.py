@@ -46,11 +46,13 @@ def histogram_cells(
             name,
             name + "_bucket",
             bucket_labels,
-            (*labelvalues, floatToGoString(bound)),
+            (*labelvalues, floatToGoString(bound)),  # type: ignore[no-untyped-call]
             documentation,
         ).inc
         for bound in (*bounds, float("inf"))
     ]
-    total = values.ValueClass("histogram", name, name + "_sum", labels, tuple(labelvalues), documentation)
+    total = values.ValueClass(
+        "histogram", name, name + "_sum", labels, tuple(labelvalues), documentation
+    )
     cells.append(total.inc)
     return cells

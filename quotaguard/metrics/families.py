@@ -49,6 +49,10 @@ HELP: dict[str, str] = {
 """Each metric's help text, shared by both modes."""
 
 
+def _le(bound: float) -> str:
+    return floatToGoString(bound)  # type: ignore[no-untyped-call,no-any-return]
+
+
 def _counter(
     name: str, labels: list[str], totals: Iterable[tuple[tuple[str, ...], float]]
 ) -> Metric:
@@ -63,10 +67,8 @@ def _histogram(
 ) -> Metric:
     family = HistogramMetricFamily(name, HELP[name], labels=labels)
     for key, hist in hists:
-        bounds = [*map(floatToGoString, hist.bounds), "+Inf"]
-        family.add_metric(
-            list(key), list(zip(bounds, hist.cumulative(), strict=True)), hist.total
-        )
+        bounds = [*map(_le, hist.bounds), "+Inf"]
+        family.add_metric(list(key), list(zip(bounds, hist.cumulative(), strict=True)), hist.total)
     return family
 
 
@@ -86,7 +88,9 @@ def local_families(aggregator: Aggregator, now: float) -> list[Metric]:
     build.add_metric([__version__], 1)
     families = [
         _counter(
-            "quotaguard_decisions", ["plan", "limit", "decision"], list(aggregator.decisions.items())
+            "quotaguard_decisions",
+            ["plan", "limit", "decision"],
+            list(aggregator.decisions.items()),
         ),
         _counter("quotaguard_units_consumed", ["plan", "limit"], list(aggregator.units.items())),
         _counter("quotaguard_units_refunded", ["plan", "limit"], list(aggregator.refunds.items())),
@@ -99,7 +103,9 @@ def local_families(aggregator: Aggregator, now: float) -> list[Metric]:
             "quotaguard_utilization_ratio", ["plan", "limit"], list(aggregator.utilization.items())
         ),
         _histogram("quotaguard_backend_latency_seconds", ["backend"], latency),
-        _counter("quotaguard_backend_errors", ["backend", "reason"], list(aggregator.errors.items())),
+        _counter(
+            "quotaguard_backend_errors", ["backend", "reason"], list(aggregator.errors.items())
+        ),
         near,
         build,
         utilization_family(aggregator.top_utilization(now)),

@@ -111,6 +111,7 @@ class MultiprocessSink:
 
     @staticmethod
     def _totals(aggregator: Aggregator) -> Iterable[tuple[tuple[Any, ...], float]]:
+        key: tuple[str, ...]
         for key, n in aggregator.decisions.items():
             yield ("decisions", key), n
         for key, units in aggregator.units.items():
@@ -149,10 +150,14 @@ class MultiprocessSink:
             name, labels, bounds = key[1], key[2], key[3]
             cells = self._cells.get((name, labels))
             if cells is None:
-                names = ["backend"] if name == "quotaguard_backend_latency_seconds" else [
-                    "plan",
-                    "limit",
-                ]
+                names = (
+                    ["backend"]
+                    if name == "quotaguard_backend_latency_seconds"
+                    else [
+                        "plan",
+                        "limit",
+                    ]
+                )
                 cells = self._cells[(name, labels)] = histogram_cells(
                     name, HELP[name], names, list(labels), bounds
                 )
