@@ -166,7 +166,8 @@ class Aggregator:
         outcomes = list(map(_OUTCOME, group))
         allowed = outcomes.count(_ALLOWED)  # identity compare in C (Enum hashing is not)
         costs = list(map(_COST, group))
-        numeric = costs.count(1) == count or set(map(type, costs)) <= _NUMBERS
+        ones = costs.count(1) == count
+        numeric = ones or set(map(type, costs)) <= _NUMBERS
         every = self._every if sample else 1
         phase = self._phase % every
         # Which decisions' utilisation is read, and what each reading weighs in the
@@ -192,7 +193,7 @@ class Aggregator:
                 if allowed == count
                 else [c for c, o in zip(costs, outcomes, strict=True) if o is _ALLOWED]
             )
-            self._add_units(info, admitted, numeric)
+            self._add_units(info, admitted, numeric, ones)
         if allowed != count:
             refused = Counter(
                 (binding_limit(d), d.outcome.value) for d in group if d.outcome is not _ALLOWED
@@ -226,10 +227,10 @@ class Aggregator:
             spike_units = [charge(spike_limit, c) for c in costs]
         return self.spikes.record(customers, spike_units, plan, now)
 
-    def _add_units(self, info: PlanInfo, admitted: list[object], numeric: bool) -> None:
+    def _add_units(self, info: PlanInfo, admitted: list[object], numeric: bool, ones: bool) -> None:
         units = self.units
         if numeric:
-            total = math.fsum(admitted)  # type: ignore[arg-type]
+            total = len(admitted) if ones else math.fsum(admitted)  # type: ignore[arg-type]
             for key in info.unit_keys:
                 units[key] = units.get(key, 0.0) + total
         else:  # per-unit costs: each limit is charged its own unit
@@ -258,7 +259,7 @@ class Aggregator:
         for index in order:
             decision = group[index]
             specs, used = read_limits(decision.limits)
-            if specs is info.limits:
+            if specs is info.limits or specs == info.limits:  # identity first, in C
                 ratios = list(map(truediv, used, info.quotas))
             elif info.matches(specs):  # per-customer quotas
                 ratios = [u / limit.quota for u, limit in zip(used, specs, strict=True)]

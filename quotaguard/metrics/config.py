@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from quotaguard.metrics.spikes import SpikeConfig
+from quotaguard.metrics.spike_types import SpikeConfig
 
 __all__ = [
     "ExporterConfig",
