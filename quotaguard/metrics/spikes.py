@@ -230,12 +230,15 @@ class SpikeDetector:
         found: list[SpikeEvent] = []
         known = pending.keys() & entries.keys()  # in C
         floor = -1.0
-        if len(entries) >= config.capacity and len(pending) > len(known):
+        newcomers = len(pending) > len(known)
+        # The most units of any pending customer: a bound on what a newcomer brings.
+        heaviest = max(pending.values()) if newcomers else 0
+        if len(entries) >= config.capacity and newcomers:
             # A lower bound of the floor first, in C: when no newcomer beats it (the
             # common case), the exact floor (a Python pass over every entry) is not needed.
             values = entries.values()
             floor = min(map(_WEIGHT, values)) * exp(-(now - min(map(_AT, values))) / long_tau)
-            if max(pending.values()) > floor * _ADMISSION * long_tau:
+            if heaviest > floor * _ADMISSION * long_tau:
                 floor = self._long_floor(now)
         for customer in known:
             entry = entries[customer]
@@ -260,11 +263,11 @@ class SpikeDetector:
                     )
             elif reading.ratio < config.ratio * _HYSTERESIS:
                 entry.spiking = False
-        if len(pending) > len(known):
+        if newcomers:
             # Newcomers: when the table is full, only those bringing enough units enter;
             # the common case (none does) is decided in C by max().
             least = floor * _ADMISSION * long_tau
-            if max(pending.values()) > least:
+            if heaviest > least:
                 for customer, units in pending.items():
                     if units > least and customer not in entries:
                         entry = _Entry(
