@@ -43,8 +43,9 @@ _CUSTOMER = attrgetter("customer")
 _COST = attrgetter("cost")
 _ALLOWED = Outcome.ALLOWED
 _NUMBERS: frozenset[type] = frozenset((int, float))
-# Pending readings per plan before they are added to the buckets early.
-_MAX_PENDING = 16_384
+# Pending readings (per plan) or latencies (per backend) before they are added to the
+# buckets early: few enough that they stay in the CPU's caches.
+_MAX_PENDING = 1024
 
 
 def error_reason(error: BaseException) -> str:
@@ -92,6 +93,8 @@ class Aggregator:
         """The spike detector (None when disabled)."""
         self._plans: dict[str, PlanInfo] = {}
         self._reasons: set[str] = set()
+        # Per backend: latencies counted once, and sampled ones, not yet in the buckets.
+        self._latencies: dict[str, tuple[list[float], list[float]]] = {}
         self._every = config.sample_every
         self._phase = 0
         self._latency_phase = 0
@@ -293,25 +296,41 @@ class Aggregator:
         """Observe backend latencies; ``sample``: one in ``sample_every``, weighted."""
         if not elapsed:
             return
-        hist = self.latency.get(backend)
-        if hist is None:
-            hist = self.latency[backend] = Buckets(self.config.latency_buckets)
+        pending = self._latencies.get(backend)
+        if pending is None:
+            pending = self._latencies[backend] = ([], [])
+            self.latency[backend] = Buckets(self.config.latency_buckets)
+        exact, sampled = pending
         every = self._every
         if sample and every > 1:
             phase = self._latency_phase
             self._latency_phase = (phase - len(elapsed)) % every
-            hist.add(elapsed[phase::every], every)
+            sampled.extend(elapsed[phase::every])
         else:
-            hist.add(elapsed)
+            exact.extend(elapsed)
+        if len(exact) + len(sampled) >= _MAX_PENDING:
+            self._settle_latencies()
+
+    def _settle_latencies(self) -> None:
+        for backend, (exact, sampled) in self._latencies.items():
+            hist = self.latency[backend]
+            hist.add(exact)
+            hist.add(sampled, self._every)
+            exact.clear()
+            sampled.clear()
 
     def settle(self) -> None:
-        """Add every pending utilisation reading to the buckets."""
+        """Add every pending utilisation reading and latency to the buckets."""
         for info in self._plans.values():
             info.settle(self._every)
+        self._settle_latencies()
 
     def forget_plans(self) -> None:
-        """Drop the per-plan pending readings (a forked child: its parent publishes them)."""
+        """Drop the pending readings (a forked child: its parent publishes them)."""
         self._plans = {}
+        for exact, sampled in self._latencies.values():
+            exact.clear()
+            sampled.clear()
 
     # -- settlements and errors -----------------------------------------------------------
 

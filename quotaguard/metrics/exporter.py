@@ -44,8 +44,6 @@ __all__ = ["PrometheusExporter"]
 logger = logging.getLogger("quotaguard.metrics")
 
 _monotonic = time.monotonic
-# Pending latencies before they are handed to the aggregator early.
-_MAX_PENDING = 16_384
 
 
 class PrometheusExporter:
@@ -250,8 +248,7 @@ class PrometheusExporter:
                 events = self._aggregate(self._now())
                 self._unpushed = True
                 flusher.ensure_running()
-                if len(self._elapsed) >= _MAX_PENDING:
-                    self._add_latencies()
+                self._add_latencies()
             except Exception:
                 logger.exception("quotaguard exporter failed to aggregate decisions")
         for event in events:
