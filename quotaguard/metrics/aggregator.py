@@ -15,7 +15,6 @@ always read.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from operator import attrgetter, ge, truediv
@@ -32,6 +31,7 @@ from quotaguard.metrics.plans import (
     read_limits,
     specs_of,
 )
+from quotaguard.metrics.reasons import error_reason
 from quotaguard.metrics.spikes import SpikeDetector, SpikeEvent
 from quotaguard.metrics.topk import UtilizationTable
 
@@ -46,20 +46,6 @@ _NUMBERS: frozenset[type] = frozenset((int, float))
 # Pending readings (per plan) or latencies (per backend) before they are added to the
 # buckets early: few enough that they stay in the CPU's caches.
 _MAX_PENDING = 1024
-
-
-def error_reason(error: BaseException) -> str:
-    """A short label for a backend failure: timeout, connection, noscript or its class."""
-    cause = error.__cause__ or error.__context__ or error
-    name = type(cause).__name__
-    lowered = name.lower()
-    if "timeout" in lowered:
-        return "timeout"
-    if "connection" in lowered or isinstance(cause, ConnectionError | OSError):
-        return "connection"
-    if "noscript" in str(cause).lower()[:64]:
-        return "noscript"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()[:40] or "other"
 
 
 class Aggregator:
@@ -268,7 +254,7 @@ class Aggregator:
                 ratios = [u / limit.quota for u, limit in zip(used, specs, strict=True)]
             else:  # the plan changed shape (a catalogue change)
                 if offers is not None:
-                    _offer(info, offers, now)
+                    info.offer(offers, now)
                     offers = None
                 info = self.plan_info(plan, specs)
                 floors = [table.floor for table in info.tables]
@@ -290,7 +276,7 @@ class Aggregator:
         if len(info.exact) + len(info.sampled) >= _MAX_PENDING:
             info.settle(self._every)
         if offers is not None:
-            _offer(info, offers, now)
+            info.offer(offers, now)
 
     def add_latencies(self, backend: str, elapsed: list[float], sample: bool) -> None:
         """Observe backend latencies; ``sample``: one in ``sample_every``, weighted."""
@@ -423,9 +409,3 @@ class Aggregator:
             counts = table.count_at_least(thresholds, now)
             rows.extend((plan, limit, label, n) for label, n in zip(labels, counts, strict=True))
         return rows
-
-
-def _offer(info: PlanInfo, offers: list[list[tuple[str, float]]], now: float) -> None:
-    for table, updates in zip(info.tables, offers, strict=True):
-        if updates:
-            table.offer(updates, now)

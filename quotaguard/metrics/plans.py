@@ -88,6 +88,12 @@ class PlanInfo:
             limit.name == name for limit, name in zip(specs, self.names, strict=True)
         )
 
+    def offer(self, offers: list[list[tuple[str, float]]], now: float) -> None:
+        """Offer each limit's ``(customer, utilisation)`` readings to its top-K table."""
+        for table, updates in zip(self.tables, offers, strict=True):
+            if updates:
+                table.offer(updates, now)
+
     def settle(self, weight: int) -> None:
         """Add the pending readings to the buckets (sampled ones ``weight`` times)."""
         width = self.width

@@ -50,7 +50,7 @@ def test_views_follow_the_fake_clock() -> None:
     assert aggregator.top_utilization(clock.now_us() / 1e6) == []
 
 
-PURE = {"aggregator", "buckets", "config", "plans", "spike_types", "spikes", "topk"}
+PURE = {"aggregator", "buckets", "config", "plans", "reasons", "spike_types", "spikes", "topk"}
 
 
 def test_the_aggregator_never_imports_prometheus_client() -> None:
