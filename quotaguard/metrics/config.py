@@ -108,8 +108,10 @@ class ExporterConfig:
     decision in the batch of each customer in a top-K view are always read. Partial
     batches (light traffic, scrapes) are read in full. Reading a utilisation costs more
     than the rest of a decision's metrics together; 1 reads every decision."""
-    batch_size: int = attrs.field(default=128, validator=_positive_int)
-    """Decisions buffered before they are aggregated."""
+    batch_size: int = attrs.field(default=64, validator=_positive_int)
+    """Decisions buffered before they are aggregated. Small enough that what the
+    buffered decisions hold stays in the CPU's caches (128 measured slower at 100k
+    customers, 32 too: the per-batch work is paid more often)."""
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
     """A background timer hands every count to prometheus_client (in multiprocess mode: to
     the shared files) within this many seconds, whether or not more traffic comes; so do
