@@ -8,6 +8,9 @@ inflated while other processes hold the CPU, the figure for a shared machine) an
 time. Printed per clock: the median of the per-round ratios, and the ratio of the best
 rounds. Target: the exporter adds at most 25 % to a decision (CPU time, median).
 
+``--dispatch`` also times a guard with an observer that does nothing: the part of the
+overhead that is the guard's calling of observers, not the exporter's work.
+
     .venv/bin/python benchmarks/bench_exporter.py [--rounds 15] [--calls 50000]
 """
 
@@ -19,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from quotaguard import Guard, Plan, RollingWindow, TokenBucket
+from quotaguard import Decision, Guard, Plan, RollingWindow, TokenBucket
 from quotaguard.metrics import ExporterConfig, PrometheusExporter
 
 PLAN = Plan(
@@ -33,10 +36,19 @@ PLAN = Plan(
 TARGET = 0.25
 
 
+class NoOp:
+    """An observer that does nothing: what calling observers costs the guard."""
+
+    def on_decision(self, decision: Decision, backend: str, elapsed: float) -> None:
+        """Ignore the decision."""
+
+
 def make(
-    keys: list[str], exported: bool, config: ExporterConfig | None = None
+    keys: list[str], exported: bool, config: ExporterConfig | None = None, noop: bool = False
 ) -> Callable[[int], tuple[float, float]]:
-    observers = [PrometheusExporter(config)] if exported else []
+    observers: list[object] = [NoOp()] if noop else []
+    if exported and not noop:
+        observers = [PrometheusExporter(config)]
     guard = Guard([PLAN], default_plan="pro", observers=observers)
     for key in keys:  # warm: every customer has state
         guard.acquire(key, 1)
@@ -60,10 +72,17 @@ Figures = dict[str, tuple[float, float, float, float]]
 
 
 def measure(
-    keys: list[str], rounds: int, calls: int, config: ExporterConfig | None = None
+    keys: list[str],
+    rounds: int,
+    calls: int,
+    config: ExporterConfig | None = None,
+    noop: bool = False,
 ) -> Figures:
-    """Per clock: (bare best, exported best, median ratio, ratio of the best rounds)."""
-    bare, exported = make(keys, False), make(keys, True, config)
+    """Per clock: (bare best, exported best, median ratio, ratio of the best rounds).
+
+    ``noop``: an observer that does nothing stands in for the exporter.
+    """
+    bare, exported = make(keys, False), make(keys, True, config, noop)
     bare(calls // 10)
     exported(calls // 10)
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
@@ -86,6 +105,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=ExporterConfig().batch_size)
     parser.add_argument("--sample-every", type=int, default=ExporterConfig().sample_every)
+    parser.add_argument("--dispatch", action="store_true", help="also time a no-op observer")
     args = parser.parse_args()
     config = ExporterConfig(batch_size=args.batch_size, sample_every=args.sample_every)
     workloads = {
@@ -97,11 +117,14 @@ def main() -> None:
         f"{'median':>9}{'best':>9}"
     )
     worst = 0.0
-    for name, keys in workloads.items():
+    runs = [(name, keys, False) for name, keys in workloads.items()]
+    if args.dispatch:
+        runs += [(f"{name} no-op", keys, True) for name, keys in workloads.items()]
+    for name, keys, noop in runs:
         for clock, (bare, exported, median, best) in measure(
-            keys, args.rounds, args.calls, config
+            keys, args.rounds, args.calls, config, noop
         ).items():
-            if clock == "cpu":
+            if clock == "cpu" and not noop:
                 worst = max(worst, median)
             print(
                 f"{name:<24}{clock:>6}{bare * 1e6:>9.2f}{exported * 1e6:>13.2f}"

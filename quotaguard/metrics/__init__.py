@@ -9,16 +9,23 @@
     app.mount("/metrics", exporter.asgi_app())
 
 See docs/metrics.md for the metrics, the top-K and spike views and multiprocess mode.
+
+The layers, each importing only those below it: `aggregator` (pure: batching maths,
+histogram buckets, top-K, spike and near-limit views; no prometheus_client, testable on
+a FakeClock) over `spikes`, `topk`, `buckets` and `plans`; then the prometheus_client
+glue: `families` (single-process exposition), `cells` and `multiprocess` (shared files
+and snapshots), `app` (serving), and `exporter` (the guard's observer, its lock, buffer
+and `flusher` timer) on top.
 """
 
 from quotaguard.metrics.app import make_metrics_app, start_metrics_server
-from quotaguard.metrics.exporter import (
+from quotaguard.metrics.config import (
     LATENCY_BUCKETS,
     MULTIPROCESS_MODES,
     UTILIZATION_BUCKETS,
     ExporterConfig,
-    PrometheusExporter,
 )
+from quotaguard.metrics.exporter import PrometheusExporter
 from quotaguard.metrics.flusher import flush_on_sigterm
 from quotaguard.metrics.multiprocess import mark_process_dead
 from quotaguard.metrics.spikes import SpikeConfig, SpikeDetector, SpikeEvent, SpikeHook

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import prometheus_client
+from prometheus_client import CollectorRegistry
 
-if TYPE_CHECKING:
-    from quotaguard.metrics.exporter import PrometheusExporter
-
-__all__ = ["make_metrics_app", "start_metrics_server"]
+__all__ = ["Scrapable", "make_metrics_app", "start_metrics_server"]
 
 
-def make_metrics_app(exporter: PrometheusExporter, *, disable_compression: bool = False) -> Any:
+class Scrapable(Protocol):
+    """Anything with a registry to serve, such as a `PrometheusExporter`."""
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry to scrape."""
+        ...
+
+
+def make_metrics_app(exporter: Scrapable, *, disable_compression: bool = False) -> Any:
     """prometheus_client's ASGI app over the exporter's registry.
 
     Mount it in Starlette / FastAPI: ``app.mount("/metrics", make_metrics_app(exporter))``.
@@ -23,7 +30,7 @@ def make_metrics_app(exporter: PrometheusExporter, *, disable_compression: bool 
 
 
 def start_metrics_server(
-    exporter: PrometheusExporter, port: int = 9464, addr: str = "0.0.0.0"
+    exporter: Scrapable, port: int = 9464, addr: str = "0.0.0.0"
 ) -> tuple[Any, Any]:
     """Serve the exporter's registry on ``http://addr:port/metrics`` from a daemon thread.
 

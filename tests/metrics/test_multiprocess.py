@@ -196,3 +196,49 @@ def test_a_forked_child_drops_what_the_parent_buffered() -> None:
         )
         == 1
     )
+
+
+CELLS = textwrap.dedent(
+    """
+    from prometheus_client import Histogram
+    from quotaguard.metrics.buckets import Buckets
+    from quotaguard.metrics.cells import histogram_cells
+
+    bounds = (0.5, 0.8, 1.0)
+    observed = [0.1, 0.5, 0.7, 0.9, 1.0, 3.0, 0.6]
+    reference = Histogram("ref", "r", ["plan"], buckets=bounds, registry=None)
+    for x in observed:
+        reference.labels("pro").observe(x)
+    hist = Buckets(bounds)
+    hist.add(observed[:4])
+    hist.add(observed[4:], weight=1)
+    cells = histogram_cells("ours", "r", ["plan"], ["pro"], bounds)
+    for inc, count in zip(cells, [*hist.counts, hist.total]):
+        inc(count)
+    """
+)
+
+
+def test_histogram_cells_match_observe(tmp_path: Path) -> None:
+    """The one use of prometheus_client below its documented API (see ``cells.py``).
+
+    Bulk bucket counts written through `histogram_cells` must read back, merged by
+    prometheus_client's multiprocess collector, exactly as ``Histogram.observe`` would.
+    """
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", CELLS], env=env, timeout=60, check=True)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(tmp_path))
+    families = {family.name: family for family in registry.collect()}
+    assert families["ours"].type == "histogram"
+
+    def samples(name: str) -> dict[tuple[str, str], float]:
+        return {
+            (s.name.removeprefix(name), s.labels.get("le", "")): s.value
+            for s in families[name].samples
+        }
+
+    ours, ref = samples("ours"), samples("ref")
+    assert ours.pop(("_sum", "")) == pytest.approx(ref.pop(("_sum", "")))
+    assert ours == ref
+    assert ours[("_count", "")] == 7

@@ -79,7 +79,7 @@ def test_a_million_junk_ids_stay_bounded() -> None:
     assert len(per_customer) <= config.top_k * limits + config.top_k  # utilisation + spikes
     # A fixed bound on every series: nothing grows with the number of customers.
     assert len(samples) < 200
-    assert all(len(t) <= config.max_tracked * 5 // 4 for t in exporter._tables.values())
+    assert all(len(t) <= config.max_tracked * 5 // 4 for t in exporter.aggregator.tables.values())
     assert exporter.spikes is not None
     assert len(exporter.spikes) <= config.spikes.capacity
     assert exporter.spikes.pending <= 4 * config.spikes.capacity
