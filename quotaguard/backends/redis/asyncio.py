@@ -26,7 +26,9 @@ from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 
 from .asking import where_the_key_is
+from .batch import BATCH, BATCH_SOURCE
 from .boundary import retry_pause
+from .coalesce import TaskCoalescer
 from .codec import (
     SCRIPTS,
     Call,
@@ -41,6 +43,7 @@ from .codec import (
 )
 from .edge import Edge
 from .eviction import EvictionHook
+from .lanes import SINGLE
 from .migration import can_migrate, during_migration, migrating
 from .refresh import BackgroundRefresh
 from .settings import ClientSettings
@@ -68,14 +71,16 @@ class AsyncRedisBackend(RedisBackendBase):
         """The redis-py asyncio client."""
         self.edge = Edge(settings, on_eviction_risk)
         """Settings, failure log, local answers and eviction check of this backend."""
-        self._gates: tuple[asyncio.AbstractEventLoop | None, asyncio.Semaphore] = (
+        self._gates: tuple[asyncio.AbstractEventLoop | None, asyncio.Semaphore, TaskCoalescer] = (
             None,
             asyncio.Semaphore(self.edge.settings.max_connections),
+            TaskCoalescer(self._send_batch, self.edge.settings.max_batch),
         )
         self._cluster = isinstance(client, RedisCluster)
         self._refresh = BackgroundRefresh(client) if self._cluster else None
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(source) for name, source in SCRIPTS.items()
+            name: client.register_script(source)
+            for name, source in (*SCRIPTS.items(), (BATCH, BATCH_SOURCE))
         }
 
     def __repr__(self) -> str:
@@ -84,11 +89,12 @@ class AsyncRedisBackend(RedisBackendBase):
     def _gate(self) -> asyncio.Semaphore:
         """The semaphore of the running loop (a semaphore belongs to one loop)."""
         loop = asyncio.get_running_loop()
-        owner, gate = self._gates
+        owner, gate, coalescer = self._gates
         if owner is not loop:
             if owner is not None:
                 gate = asyncio.Semaphore(self.edge.settings.max_connections)
-            self._gates = (loop, gate)
+                coalescer = TaskCoalescer(self._send_batch, self.edge.settings.max_batch)
+            self._gates = (loop, gate, coalescer)
         return gate
 
     async def _run(self, operation: Operation[T]) -> T:
@@ -178,6 +184,11 @@ class AsyncRedisBackend(RedisBackendBase):
 
     async def _execute(self, call: Call, asking: bool = False) -> Any:
         if isinstance(call, ScriptCall):
+            if self.edge.settings.coalesce and not asking and can_migrate(call):
+                node = self.client.get_node_from_key(call.keys[0]) if self._cluster else None  # type: ignore[union-attr]
+                reply = await self._gates[2].call(call, node)
+                if reply is not SINGLE:
+                    return reply
             return await self._evalsha(call, self._sender(call.keys, asking))
         if isinstance(call, CommandCall):
             if asking and self._cluster:  # single-key commands only: args[1] is the key
@@ -208,6 +219,15 @@ class AsyncRedisBackend(RedisBackendBase):
         except NoScriptError:
             script.sha = await self.client.script_load(script.script)
             return await send("EVALSHA", script.sha, len(keys), *keys, *call.args)
+
+    async def _send_batch(self, call: ScriptCall, node: Any) -> Any:
+        """The batch script ``call`` on ``node`` (None: the standalone server)."""
+        client: Any = self.client
+        if node is None:
+            return await self._evalsha(call, client.execute_command)
+        return await self._evalsha(
+            call, functools.partial(client.execute_command, target_nodes=node)
+        )
 
     async def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
         client: Any = self.client

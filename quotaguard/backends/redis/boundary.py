@@ -89,6 +89,18 @@ def _broken(error: BaseException) -> bool:
     return isinstance(error, AttributeError) and "writelines" in str(error)
 
 
+def may_have_run(error: BaseException) -> bool:
+    """Whether a command that failed with ``error`` may have run on the server.
+
+    A timeout waiting for the reply, or a connection that broke while it was awaited.
+    Every other failure of a script call is a refusal before it ran (a redirection,
+    ``TRYAGAIN``, a cross-slot or unknown script, a connection that could not be used).
+    """
+    if isinstance(error, TimeoutError):
+        return not _connecting(error)
+    return isinstance(error, ConnectionError) and not _broken(error)
+
+
 def retry_pause(
     error: BaseException, attempt: int, remaining: float, settings: ClientSettings
 ) -> float | None:

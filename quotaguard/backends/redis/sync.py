@@ -24,7 +24,9 @@ from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 
+from .batch import BATCH, BATCH_SOURCE
 from .boundary import retry_pause
+from .coalesce import ThreadCoalescer
 from .codec import (
     SCRIPTS,
     Call,
@@ -39,6 +41,7 @@ from .codec import (
 )
 from .edge import Edge
 from .eviction import EvictionHook
+from .lanes import SINGLE
 from .migration import can_migrate, during_migration, migrating
 from .settings import ClientSettings
 
@@ -72,8 +75,13 @@ class RedisBackend(RedisBackendBase):
         self._gate = threading.BoundedSemaphore(self.edge.settings.max_connections)
         self._cluster = isinstance(client, RedisCluster)
         self._scripts: dict[str, Script] = {
-            name: client.register_script(source) for name, source in SCRIPTS.items()
+            name: client.register_script(source)
+            for name, source in (*SCRIPTS.items(), (BATCH, BATCH_SOURCE))
         }
+        settings = self.edge.settings
+        self._coalescer = (
+            ThreadCoalescer(self._send_batch, settings.max_batch) if settings.coalesce else None
+        )
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.client!r}, prefix={self.keys.prefix!r})"
@@ -112,7 +120,7 @@ class RedisBackend(RedisBackendBase):
             try:
                 if single_keys:
                     return self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
-                return self._execute(call)
+                return self._execute(call, deadline)
             except QuotaguardError:
                 raise
             except Exception as error:
@@ -148,8 +156,13 @@ class RedisBackend(RedisBackendBase):
             return
         self.edge.checked_eviction(info)
 
-    def _execute(self, call: Call) -> Any:
+    def _execute(self, call: Call, deadline: float) -> Any:
         if isinstance(call, ScriptCall):
+            if self._coalescer is not None and can_migrate(call):
+                node = self.client.get_node_from_key(call.keys[0]) if self._cluster else None  # type: ignore[union-attr]
+                reply = self._coalescer.call(call, node, deadline)
+                if reply is not SINGLE:
+                    return reply
             return self._evalsha(call)
         if isinstance(call, CommandCall):
             return self.client.execute_command(*call.args)  # type: ignore[no-untyped-call]
@@ -159,7 +172,7 @@ class RedisBackend(RedisBackendBase):
             return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
         return self._reserve(call)
 
-    def _evalsha(self, call: ScriptCall) -> Any:
+    def _evalsha(self, call: ScriptCall, **options: Any) -> Any:
         """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
 
         After NOSCRIPT (restart, failover, ``SCRIPT FLUSH``): load the script, retry once.
@@ -168,10 +181,18 @@ class RedisBackend(RedisBackendBase):
         keys = call.keys
         client: Any = self.client
         try:
-            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            return client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *call.args, **options
+            )
         except NoScriptError:
             script.sha = client.script_load(script.script)
-            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            return client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *call.args, **options
+            )
+
+    def _send_batch(self, call: ScriptCall, node: Any) -> Any:
+        """The batch script ``call`` on ``node`` (None: the standalone server)."""
+        return self._evalsha(call) if node is None else self._evalsha(call, target_nodes=node)
 
     def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
         client: Any = self.client

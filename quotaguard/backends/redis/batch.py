@@ -1,0 +1,83 @@
+"""Several decide calls as one script call: the batch script, its arguments, its replies.
+
+The batch script is built at load time from the decide script's own text, wrapped
+mechanically in ``local function decide_one(KEYS, ARGV) ... end``, and a loop that runs
+it once per request, in arrival order. Each request keeps its own keys (one hash tag)
+and its own arguments; the loop hands them over through flat ``KEYS``/``ARGV``:
+
+    ARGV = [n, keys_1, args_1, <args of 1>..., keys_2, args_2, <args of 2>..., ...]
+    KEYS = [<keys of 1>..., <keys of 2>..., ...]
+
+Each request runs under ``pcall``: a request whose script fails gets its own error
+reply, the others their decisions, exactly as n separate calls would. The script is
+flagged ``allow-cross-slot-keys`` (Redis 7), so on a cluster one call decides for every
+customer whose slot is on that node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .codec import ScriptCall, script_source
+
+BATCH = "decide_batch"
+"""The name the backends register the batch script under."""
+
+_LOOP = """
+local replies, k, a = {}, 0, 1
+for i = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 2
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[k + j] end
+  for j = 1, na do args[j] = ARGV[a + j] end
+  k, a = k + nk, a + na
+  local ok, reply = pcall(decide_one, keys, args)
+  if ok then
+    replies[i] = reply
+  elseif type(reply) == 'table' and reply.err then
+    replies[i] = reply
+  else
+    replies[i] = {err = tostring(reply)}
+  end
+end
+return replies
+"""
+
+
+def batch_source(decide: str) -> str:
+    """The batch script for the decide script whose Lua text is ``decide``."""
+    return (
+        "#!lua flags=allow-cross-slot-keys\n"
+        "local function decide_one(KEYS, ARGV)\n"
+        f"{decide}\nend\n{_LOOP}"
+    )
+
+
+BATCH_SOURCE = batch_source(script_source("decide"))
+"""The Lua source of the batch script."""
+
+
+def batch_call(calls: Sequence[ScriptCall]) -> ScriptCall:
+    """One call of the batch script that makes every one of ``calls``, in order."""
+    keys: list[str] = []
+    args: list[str | bytes] = [str(len(calls))]
+    for call in calls:
+        keys += call.keys
+        args += (str(len(call.keys)), str(len(call.args)), *call.args)
+    return ScriptCall(BATCH, keys, args)
+
+
+def replies_of(raw: Any, count: int) -> list[Any]:
+    """The batch script's reply as one reply (or `ResponseError`) per request."""
+    if not isinstance(raw, list) or len(raw) != count:
+        raise ResponseError(f"the batch script answered {raw!r} for {count} requests")
+    return [
+        reply
+        if isinstance(reply, list | Exception)
+        else ResponseError(f"the batch script answered {reply!r} for one request")
+        for reply in raw
+    ]

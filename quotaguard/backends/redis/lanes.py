@@ -1,0 +1,117 @@
+"""The queue of decide calls waiting for one Redis node, shared by threads and tasks.
+
+One lane per node. At most one batch of a lane is in flight: the request that finds the
+lane idle leads at once (alone, it waits for nothing); requests arriving while a batch is
+in flight queue up, and when the flight lands the first of them leads the next batch,
+taking every request queued by the time it runs (at most ``max_batch``), in arrival
+order. Natural batching: the batch size follows the load, no timer is involved.
+
+Whoever drives a lane (a thread or a task) holds its own lock around `Lane.join`,
+`Lane.take` and `Lane.handoff`; this module only keeps the order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .batch import replies_of
+from .boundary import may_have_run
+from .codec import ScriptCall
+
+
+class Mark:
+    """An outcome of a waiting request that is not its reply."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+WAITING = Mark("WAITING")
+"""Not yet answered."""
+LEAD = Mark("LEAD")
+"""The request leads the lane's next batch."""
+SINGLE = Mark("SINGLE")
+"""The batch failed before it could run: make the call alone (its own retries apply)."""
+
+
+class Pending:
+    """One decide call in a lane, and what became of it."""
+
+    __slots__ = ("call", "outcome", "waker")
+
+    def __init__(self, call: ScriptCall, waker: Any = None) -> None:
+        self.call = call
+        """The decide call."""
+        self.outcome: Any = WAITING
+        """`WAITING`, `LEAD`, `SINGLE`, the call's reply or the exception it raised."""
+        self.waker = waker
+        """What wakes the waiting thread or task (a lock or a future)."""
+
+
+class Lane:
+    """The requests of one node: whether a batch is in flight, and who waits for the next."""
+
+    __slots__ = ("busy", "queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: deque[Pending] = deque()
+
+    def join(self, pending: Pending) -> bool:
+        """Enter ``pending``; True if it leads now (the lane was idle), else it waits."""
+        if self.busy:
+            self.queue.append(pending)
+            return False
+        self.busy = True
+        return True
+
+    def take(self, leader: Pending, max_batch: int) -> list[Pending]:
+        """The batch ``leader`` sends: itself, then the oldest waiting requests."""
+        batch = [leader]
+        queue = self.queue
+        while queue and len(batch) < max_batch:
+            batch.append(queue.popleft())
+        return batch
+
+    def handoff(self) -> Pending | None:
+        """After a flight: the waiting request that leads next (marked `LEAD`), or None."""
+        if self.queue:
+            following = self.queue.popleft()
+            following.outcome = LEAD
+            return following
+        self.busy = False
+        return None
+
+    def leave(self, pending: Pending) -> bool:
+        """Take ``pending`` out of the queue (it gave up); False if it was taken already."""
+        try:
+            self.queue.remove(pending)
+        except ValueError:
+            return False
+        return True
+
+
+def answers(raw: Any, count: int) -> list[Any]:
+    """Each request's reply (or error) from the batch script's reply ``raw``."""
+    try:
+        return replies_of(raw, count)
+    except ResponseError as error:  # it ran, but its reply makes no sense
+        return [error] * count
+
+
+def failed(error: Exception, count: int) -> list[Any]:
+    """What each of ``count`` requests gets when their batch call failed with ``error``.
+
+    A batch that may have run gives its error to every request (sending it again could
+    charge twice); one that cannot have run gives `SINGLE`, so that each request is made
+    alone and meets its own error, redirection or migration as a single call would.
+    """
+    return [error if may_have_run(error) else SINGLE] * count
