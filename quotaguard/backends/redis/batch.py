@@ -27,14 +27,15 @@ BATCH = "decide_batch"
 """The name the backends register the batch script under."""
 
 _LOOP = """
-local replies, k, a = {}, 0, 1
+local replies, a = {}, 1
 for i = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 2
   local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[k + j] end
+  for j = 1, nk do keys[j] = ARGV[a + j] end
+  a = a + nk
   for j = 1, na do args[j] = ARGV[a + j] end
-  k, a = k + nk, a + na
+  a = a + na
   local ok, reply = pcall(decide_one, keys, args)
   if ok then
     replies[i] = reply
@@ -63,12 +64,10 @@ BATCH_SOURCE = batch_source(script_source("decide"))
 
 def batch_call(calls: Sequence[ScriptCall]) -> ScriptCall:
     """One call of the batch script that makes every one of ``calls``, in order."""
-    keys: list[str] = []
     args: list[str | bytes] = [str(len(calls))]
     for call in calls:
-        keys += call.keys
-        args += (str(len(call.keys)), str(len(call.args)), *call.args)
-    return ScriptCall(BATCH, keys, args)
+        args += (str(len(call.keys)), str(len(call.args)), *call.keys, *call.args)
+    return ScriptCall(BATCH, calls[0].keys, args)
 
 
 def replies_of(raw: Any, count: int) -> list[Any]:

@@ -89,6 +89,18 @@ def _broken(error: BaseException) -> bool:
     return isinstance(error, AttributeError) and "writelines" in str(error)
 
 
+_ELSEWHERE = ("non local key", "TRYAGAIN", "same slot")
+
+
+def elsewhere(error: BaseException) -> bool:
+    """Whether a script's ``error`` says one of its keys is not served by that node.
+
+    Raised by the first command that touches the key, before the script wrote it.
+    """
+    text = str(error)
+    return any(mark in text for mark in _ELSEWHERE)
+
+
 def may_have_run(error: BaseException) -> bool:
     """Whether a command that failed with ``error`` may have run on the server.
 

@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .batch import replies_of
-from .boundary import may_have_run
+from .boundary import elsewhere, may_have_run
 from .codec import ScriptCall
 
 
@@ -100,11 +100,18 @@ class Lane:
 
 
 def answers(raw: Any, count: int) -> list[Any]:
-    """Each request's reply (or error) from the batch script's reply ``raw``."""
+    """Each request's reply (or error) from the batch script's reply ``raw``.
+
+    A request that met a key its node does not serve (its slot moved or is migrating)
+    did not run: it gets `SINGLE`, to be made alone with its keys declared.
+    """
     try:
-        return replies_of(raw, count)
+        replies = replies_of(raw, count)
     except ResponseError as error:  # it ran, but its reply makes no sense
         return [error] * count
+    return [
+        SINGLE if isinstance(reply, Exception) and elsewhere(reply) else reply for reply in replies
+    ]
 
 
 def failed(error: Exception, count: int) -> list[Any]:
