@@ -4,6 +4,7 @@ decision whole, span the slots of a cluster node, and fail as single calls would
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections import Counter
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quotaguard import (
     AsyncGuard,
@@ -31,6 +34,7 @@ from quotaguard.backends.redis import (
 )
 from quotaguard.testing import FakeClock
 from tests import redis_support
+from tests.redis.test_differential import CUSTOMERS, PLANS, costs, customers, plans
 
 MANY = Plan("many", [RollingWindow("calls", 100_000, 3600)])
 TEN = Plan("ten", [RollingWindow("units", 10, 3600)])
@@ -277,7 +281,7 @@ def test_coalescing_is_switched_off_by_the_uri_or_a_keyword() -> None:
 
 
 @pytest.mark.parametrize(
-    "settings",
+    "values",
     [
         {"coalesce": 2},
         {"coalesce": "yes"},
@@ -286,9 +290,9 @@ def test_coalescing_is_switched_off_by_the_uri_or_a_keyword() -> None:
         {"max_batch": 1.5},
     ],
 )
-def test_junk_coalescing_settings_are_configuration_errors(settings: dict[str, Any]) -> None:
+def test_junk_coalescing_settings_are_configuration_errors(values: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
-        ClientSettings(**settings)
+        ClientSettings(**values)
 
 
 def test_a_refused_customer_is_still_refused_in_process_with_coalescing() -> None:
@@ -323,3 +327,58 @@ def test_redis_errors_never_leak_from_a_batch() -> None:
         return {decision.outcome for decision in decisions}
 
     assert redis_support.run(main()) == {Outcome.FAIL_OPEN}
+
+
+group = st.lists(
+    st.tuples(st.just("acquire"), customers, costs, plans, st.sampled_from([None, "bench"])),
+    min_size=1,
+    max_size=12,
+)
+usage = st.tuples(st.just("usage"), customers, plans, st.sampled_from([None, "bench"]))
+
+
+@settings(
+    max_examples=int(os.environ.get("QG_DIFF_EXAMPLES", "300")) // 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.lists(
+        st.tuples(group, usage, st.sampled_from([0, 1, 999, 250_000, 1_999_999, 3.6e9])),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_batches_decide_exactly_like_memory_in_arrival_order(
+    groups: list[tuple[list[tuple[Any, ...]], tuple[Any, ...], float]],
+) -> None:
+    """Groups of decisions in flight together (batches) against memory one after the
+    other in the same order: the same decisions, then the same usage."""
+    clock = FakeClock()
+    memory = Guard(PLANS, MemoryBackend(clock=clock), default_plan="a", clock=clock)
+
+    def expected(op: tuple[Any, ...]) -> Any:
+        if op[0] == "acquire":
+            return memory.acquire(CUSTOMERS[op[1]], op[2], plan=op[3], scope=op[4])
+        usage = memory.usage(CUSTOMERS[op[1]], plan=op[2], scope=op[3])
+        return usage.plan, usage.limits
+
+    async def actual(guard: AsyncGuard, op: tuple[Any, ...]) -> Any:
+        if op[0] == "acquire":
+            return await guard.acquire(CUSTOMERS[op[1]], op[2], plan=op[3], scope=op[4])
+        usage = await guard.usage(CUSTOMERS[op[1]], plan=op[2], scope=op[3])
+        return usage.plan, usage.limits
+
+    async def main() -> None:
+        guard = AsyncGuard(PLANS, _async_backend("standalone"), default_plan="a", clock=clock)
+        await guard.acquire("warm-up", 0)  # its first call checks the eviction policy
+        try:
+            for ops, peek, advance in groups:
+                wanted = [expected(op) for op in ops]
+                assert await asyncio.gather(*(actual(guard, op) for op in ops)) == wanted, ops
+                assert await actual(guard, peek) == expected(peek), peek
+                clock.advance(advance / 1e6)
+        finally:
+            await guard.close()
+
+    redis_support.run(main())

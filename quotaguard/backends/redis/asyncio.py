@@ -74,7 +74,7 @@ class AsyncRedisBackend(RedisBackendBase):
         self._gates: tuple[asyncio.AbstractEventLoop | None, asyncio.Semaphore, TaskCoalescer] = (
             None,
             asyncio.Semaphore(self.edge.settings.max_connections),
-            TaskCoalescer(self._send_batch, self.edge.settings.max_batch),
+            TaskCoalescer(self._send_to, self.edge.settings.max_batch),
         )
         self._cluster = isinstance(client, RedisCluster)
         self._refresh = BackgroundRefresh(client) if self._cluster else None
@@ -93,7 +93,7 @@ class AsyncRedisBackend(RedisBackendBase):
         if owner is not loop:
             if owner is not None:
                 gate = asyncio.Semaphore(self.edge.settings.max_connections)
-                coalescer = TaskCoalescer(self._send_batch, self.edge.settings.max_batch)
+                coalescer = TaskCoalescer(self._send_to, self.edge.settings.max_batch)
             self._gates = (loop, gate, coalescer)
         return gate
 
@@ -220,8 +220,8 @@ class AsyncRedisBackend(RedisBackendBase):
             script.sha = await self.client.script_load(script.script)
             return await send("EVALSHA", script.sha, len(keys), *keys, *call.args)
 
-    async def _send_batch(self, call: ScriptCall, node: Any) -> Any:
-        """The batch script ``call`` on ``node`` (None: the standalone server)."""
+    async def _send_to(self, call: ScriptCall, node: Any) -> Any:
+        """``call`` on ``node`` (None: where the client routes it by its keys)."""
         client: Any = self.client
         if node is None:
             return await self._evalsha(call, client.execute_command)

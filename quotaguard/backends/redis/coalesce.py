@@ -3,8 +3,9 @@
 `ThreadCoalescer` serves threads sharing a sync backend, `TaskCoalescer` the tasks of one
 event loop on an asyncio backend; both keep one `Lane` per Redis node (see
 `quotaguard.backends.redis.lanes` for the order, `quotaguard.backends.redis.batch` for
-the script). A request answers with its own reply, parsed by its own operation; a batch
-that failed before it ran sends each of its requests alone (`SINGLE`).
+the script). A lone request is sent as its own call, so it waits for nothing and costs
+what it did without coalescing. A request answers with its own reply, parsed by its own
+operation; a batch that failed before it ran sends each of its requests alone (`SINGLE`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from quotaguard.core.errors import BackendUnavailable
 
-from .batch import batch_call
 from .codec import ScriptCall
-from .lanes import LEAD, Lane, Pending, answers, failed
+from .lanes import LEAD, Lane, Pending, answers, failed, flight
 
 _ABANDONED = RedisTimeout("Timeout reading from socket: the batch's leader gave up")
 """What the requests of a batch get when its leader stopped waiting for the reply (its
@@ -42,8 +42,8 @@ def _settled(pending: Pending) -> Any:
 class ThreadCoalescer:
     """Batches the decide calls of the threads that share one sync backend.
 
-    ``send(call, node)`` makes one script call on ``node`` (None: wherever the client
-    sends it) and returns its raw reply.
+    ``send(call, node)`` makes one script call on ``node`` (None: where the client routes
+    it, for a lone request's own call) and returns its raw reply.
     """
 
     def __init__(self, send: _Send, max_batch: int) -> None:
@@ -92,7 +92,8 @@ class ThreadCoalescer:
         results: list[Any] = [_ABANDONED] * len(batch)
         try:
             try:
-                results = answers(self.send(_batch(batch), node), len(batch))
+                call, target = flight(batch, node)
+                results = answers(self.send(call, target), len(batch))
             except Exception as error:
                 results = failed(error, len(batch))
         finally:
@@ -109,7 +110,8 @@ class ThreadCoalescer:
 class TaskCoalescer:
     """Batches the decide calls of the tasks of one event loop on an asyncio backend.
 
-    ``send(call, node)`` makes one script call on ``node`` and returns its raw reply. The
+    ``send(call, node)`` makes one script call on ``node`` (None: where the client routes
+    it) and returns its raw reply. The
     leader's budget bounds its batch: when it runs out, every request of the batch fails
     as a call that timed out waiting for its reply would.
     """
@@ -151,7 +153,8 @@ class TaskCoalescer:
         results = [_ABANDONED] * len(batch)
         try:
             try:
-                results = answers(await self.send(_batch(batch), node), len(batch))
+                call, target = flight(batch, node)
+                results = answers(await self.send(call, target), len(batch))
             except Exception as error:
                 results = failed(error, len(batch))
         finally:
@@ -160,7 +163,3 @@ class TaskCoalescer:
                 pending.outcome = result
                 if pending is not leader and not pending.waker.done():
                     pending.waker.set_result(None)
-
-
-def _batch(batch: list[Pending]) -> ScriptCall:
-    return batch_call([pending.call for pending in batch])

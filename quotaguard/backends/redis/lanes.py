@@ -13,11 +13,12 @@ Whoever drives a lane (a thread or a task) holds its own lock around `Lane.join`
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .batch import replies_of
+from .batch import batch_call, replies_of
 from .boundary import elsewhere, may_have_run
 from .codec import ScriptCall
 
@@ -99,12 +100,25 @@ class Lane:
         return True
 
 
+def flight(batch: Sequence[Pending], node: Any) -> tuple[ScriptCall, Any]:
+    """The one call that makes ``batch`` on ``node``, and where it goes.
+
+    A lone request's own call, routed by the client as without coalescing (None); else
+    the batch script, on ``node``.
+    """
+    if len(batch) == 1:
+        return batch[0].call, None
+    return batch_call([pending.call for pending in batch]), node
+
+
 def answers(raw: Any, count: int) -> list[Any]:
-    """Each request's reply (or error) from the batch script's reply ``raw``.
+    """Each request's reply (or error) from the reply ``raw`` to its `flight`.
 
     A request that met a key its node does not serve (its slot moved or is migrating)
     did not run: it gets `SINGLE`, to be made alone with its keys declared.
     """
+    if count == 1:
+        return [raw]
     try:
         replies = replies_of(raw, count)
     except ResponseError as error:  # it ran, but its reply makes no sense
@@ -115,10 +129,13 @@ def answers(raw: Any, count: int) -> list[Any]:
 
 
 def failed(error: Exception, count: int) -> list[Any]:
-    """What each of ``count`` requests gets when their batch call failed with ``error``.
+    """What each of ``count`` requests gets when their `flight` failed with ``error``.
 
-    A batch that may have run gives its error to every request (sending it again could
-    charge twice); one that cannot have run gives `SINGLE`, so that each request is made
-    alone and meets its own error, redirection or migration as a single call would.
+    A lone request gets the error, as any single call. A batch that may have run gives
+    its error to every request (sending it again could charge twice); one that cannot have
+    run gives `SINGLE`, so that each request is made alone and meets its own error,
+    redirection or migration as a single call would.
     """
-    return [error if may_have_run(error) else SINGLE] * count
+    if count == 1 or may_have_run(error):
+        return [error] * count
+    return [SINGLE] * count

@@ -80,7 +80,7 @@ class RedisBackend(RedisBackendBase):
         }
         settings = self.edge.settings
         self._coalescer = (
-            ThreadCoalescer(self._send_batch, settings.max_batch) if settings.coalesce else None
+            ThreadCoalescer(self._send_to, settings.max_batch) if settings.coalesce else None
         )
 
     def __repr__(self) -> str:
@@ -190,8 +190,8 @@ class RedisBackend(RedisBackendBase):
                 "EVALSHA", script.sha, len(keys), *keys, *call.args, **options
             )
 
-    def _send_batch(self, call: ScriptCall, node: Any) -> Any:
-        """The batch script ``call`` on ``node`` (None: the standalone server)."""
+    def _send_to(self, call: ScriptCall, node: Any) -> Any:
+        """``call`` on ``node`` (None: where the client routes it by its keys)."""
         return self._evalsha(call) if node is None else self._evalsha(call, target_nodes=node)
 
     def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
