@@ -353,7 +353,8 @@ def test_batches_decide_exactly_like_memory_in_arrival_order(
     groups: list[tuple[list[tuple[Any, ...]], tuple[Any, ...], float]],
 ) -> None:
     """Groups of decisions in flight together (batches) against memory one after the
-    other in the same order: the same decisions, then the same usage."""
+    other in the same order: the same decisions, then the same usage. (Remembered denials
+    are off: an answer from memory is only as fresh as ``max_staleness`` allows.)"""
     clock = FakeClock()
     memory = Guard(PLANS, MemoryBackend(clock=clock), default_plan="a", clock=clock)
 
@@ -370,7 +371,8 @@ def test_batches_decide_exactly_like_memory_in_arrival_order(
         return usage.plan, usage.limits
 
     async def main() -> None:
-        guard = AsyncGuard(PLANS, _async_backend("standalone"), default_plan="a", clock=clock)
+        backend = _async_backend("standalone", max_staleness=0)
+        guard = AsyncGuard(PLANS, backend, default_plan="a", clock=clock)
         await guard.acquire("warm-up", 0)  # its first call checks the eviction policy
         try:
             for ops, peek, advance in groups:

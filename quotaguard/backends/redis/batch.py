@@ -27,15 +27,13 @@ BATCH = "decide_batch"
 """The name the backends register the batch script under."""
 
 _LOOP = """
-local replies, a = {}, 1
-for i = 1, tonumber(ARGV[1]) do
-  local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 2
+local replies = {}
+for i = 1, #ARGV do
+  local request = cmsgpack.unpack(ARGV[i])
+  local nk = request[1]
   local keys, args = {}, {}
-  for j = 1, nk do keys[j] = ARGV[a + j] end
-  a = a + nk
-  for j = 1, na do args[j] = ARGV[a + j] end
-  a = a + na
+  for j = 1, nk do keys[j] = request[1 + j] end
+  for j = nk + 2, #request do args[j - nk - 1] = request[j] end
   local ok, reply = pcall(decide_one, keys, args)
   if ok then
     replies[i] = reply
@@ -62,12 +60,30 @@ BATCH_SOURCE = batch_source(script_source("decide"))
 """The Lua source of the batch script."""
 
 
+def _item(value: str | bytes) -> bytes:
+    """``value`` as a MessagePack str (cmsgpack gives Lua the very bytes back)."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    size = len(raw)
+    if size < 32:
+        return bytes((0xA0 | size,)) + raw
+    if size < 0x100:
+        return bytes((0xD9, size)) + raw
+    if size < 0x10000:
+        return b"\xda" + size.to_bytes(2, "big") + raw
+    return b"\xdb" + size.to_bytes(4, "big") + raw
+
+
+def pack_request(call: ScriptCall) -> bytes:
+    """One request of a batch: ``[#keys, keys..., args...]`` as a MessagePack array."""
+    items = len(call.keys) + len(call.args) + 1
+    head = bytes((0x90 | items,)) if items < 16 else b"\xdc" + items.to_bytes(2, "big")
+    count = len(call.keys)  # a positive fixint: a decide call names at most three keys
+    return b"".join((head, bytes((count,)), *map(_item, call.keys), *map(_item, call.args)))
+
+
 def batch_call(calls: Sequence[ScriptCall]) -> ScriptCall:
     """One call of the batch script that makes every one of ``calls``, in order."""
-    args: list[str | bytes] = [str(len(calls))]
-    for call in calls:
-        args += (str(len(call.keys)), str(len(call.args)), *call.keys, *call.args)
-    return ScriptCall(BATCH, calls[0].keys, args)
+    return ScriptCall(BATCH, calls[0].keys, [pack_request(call) for call in calls])
 
 
 def replies_of(raw: Any, count: int) -> list[Any]:
