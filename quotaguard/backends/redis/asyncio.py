@@ -105,9 +105,10 @@ class AsyncRedisBackend(RedisBackendBase):
             await self._discover()
         deadline = time.monotonic() + budget
         try:
-            async with asyncio.timeout(budget) as limit, self._gate():
+            async with asyncio.timeout(budget) as limit:
                 if not edge.eviction_checked:
-                    await self._check_eviction()
+                    async with self._gate():
+                        await self._check_eviction()
                 return await self._drive(operation, deadline)
         except QuotaguardError:
             raise
@@ -183,12 +184,22 @@ class AsyncRedisBackend(RedisBackendBase):
         self.edge.checked_eviction(info)
 
     async def _execute(self, call: Call, asking: bool = False) -> Any:
+        """``call``'s reply, holding a connection only while the call is in flight.
+
+        A decision waiting for its batch holds none: the batch's leader takes one.
+        """
+        coalesce = self.edge.settings.coalesce and not asking
+        if coalesce and isinstance(call, ScriptCall) and can_migrate(call):
+            node = self.client.get_node_from_key(call.keys[0]) if self._cluster else None  # type: ignore[union-attr]
+            self._gate()  # the running loop's coalescer
+            reply = await self._gates[2].call(call, node)
+            if reply is not SINGLE:
+                return reply
+        async with self._gate():
+            return await self._execute_alone(call, asking)
+
+    async def _execute_alone(self, call: Call, asking: bool) -> Any:
         if isinstance(call, ScriptCall):
-            if self.edge.settings.coalesce and not asking and can_migrate(call):
-                node = self.client.get_node_from_key(call.keys[0]) if self._cluster else None  # type: ignore[union-attr]
-                reply = await self._gates[2].call(call, node)
-                if reply is not SINGLE:
-                    return reply
             return await self._evalsha(call, self._sender(call.keys, asking))
         if isinstance(call, CommandCall):
             if asking and self._cluster:  # single-key commands only: args[1] is the key
@@ -223,11 +234,11 @@ class AsyncRedisBackend(RedisBackendBase):
     async def _send_to(self, call: ScriptCall, node: Any) -> Any:
         """``call`` on ``node`` (None: where the client routes it by its keys)."""
         client: Any = self.client
-        if node is None:
-            return await self._evalsha(call, client.execute_command)
-        return await self._evalsha(
-            call, functools.partial(client.execute_command, target_nodes=node)
-        )
+        send = client.execute_command
+        async with self._gate():
+            if node is None:
+                return await self._evalsha(call, send)
+            return await self._evalsha(call, functools.partial(send, target_nodes=node))
 
     async def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
         client: Any = self.client

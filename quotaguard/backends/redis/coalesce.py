@@ -158,8 +158,11 @@ class TaskCoalescer:
             except Exception as error:
                 results = failed(error, len(batch))
         finally:
-            self._handoff(lane)
             for pending, result in zip(batch, results, strict=True):
                 pending.outcome = result
                 if pending is not leader and not pending.waker.done():
                     pending.waker.set_result(None)
+            if len(batch) == 1:
+                self._handoff(lane)
+            else:  # once the answered tasks ran: their next requests join the next batch
+                asyncio.get_running_loop().call_soon(self._handoff, lane)
