@@ -251,6 +251,24 @@ def test_a_batch_whose_server_stops_fails_within_the_budget_and_admits_nothing(
     assert after is Outcome.ALLOWED
 
 
+def test_async_decisions_waiting_for_their_batch_hold_no_connection() -> None:
+    """One connection, 40 tasks: all decided (none waits for a turn beyond its budget)."""
+
+    async def main() -> tuple[Counter[Outcome], int]:
+        backend = _async_backend("standalone", max_connections=1)
+        guard = AsyncGuard([MANY], backend, default_plan="many", failure="closed")
+        await guard.acquire("warm-up")
+        before = _script_calls("standalone")[0]
+        decisions = await asyncio.gather(*(guard.acquire(f"one-{n % 5}") for n in range(40)))
+        spent = _script_calls("standalone")[0] - before
+        await guard.close()
+        return Counter(decision.outcome for decision in decisions), spent
+
+    outcomes, spent = redis_support.run(main())
+    assert outcomes == {Outcome.ALLOWED: 40}
+    assert spent == 2  # the first alone, the 39 others in one batch
+
+
 def test_max_batch_bounds_every_batch() -> None:
     async def main() -> int:
         guard = AsyncGuard([MANY], _async_backend("standalone", max_batch=3), default_plan="many")
