@@ -257,7 +257,7 @@ def test_async_decisions_waiting_for_their_batch_hold_no_connection() -> None:
     async def main() -> tuple[Counter[Outcome], int]:
         backend = _async_backend("standalone", max_connections=1)
         guard = AsyncGuard([MANY], backend, default_plan="many", failure="closed")
-        await guard.acquire("warm-up")
+        await asyncio.gather(*(guard.acquire("warm-up") for _ in range(3)))  # scripts loaded
         before = _script_calls("standalone")[0]
         decisions = await asyncio.gather(*(guard.acquire(f"one-{n % 5}") for n in range(40)))
         spent = _script_calls("standalone")[0] - before
