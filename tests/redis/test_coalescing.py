@@ -319,6 +319,7 @@ def test_a_refused_customer_is_still_refused_in_process_with_coalescing() -> Non
 
     async def main() -> tuple[Counter[Outcome], int]:
         guard = AsyncGuard([TEN], _async_backend("standalone"), default_plan="ten", clock=clock)
+        await asyncio.gather(*(guard.acquire("warm-up", 0) for _ in range(3)))  # scripts loaded
         await guard.acquire("flood", 10)
         before = _script_calls("standalone")[0]
         decisions = []

@@ -40,7 +40,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .codec import unavailable
+from .codec import Call, unavailable
+from .migration import can_migrate, migrating
 from .settings import ClientSettings
 
 logger = logging.getLogger("quotaguard.backends.redis")
@@ -133,6 +134,37 @@ def retry_pause(
     if remaining - pause < settings.attempt:
         return None
     return pause
+
+
+class Attempts:
+    """The attempts at one call within its budget: what both drivers' retry loops share.
+
+    On a cluster, a decide that meets its slot in migration is made again in its
+    single-key form (``single_keys``, see `quotaguard.backends.redis.migration`).
+    """
+
+    def __init__(
+        self, settings: ClientSettings, failures: FailureLog, deadline: float, cluster: bool
+    ) -> None:
+        self.settings = settings
+        self.failures = failures
+        self.deadline = deadline
+        self.cluster = cluster
+        self.count = 0
+        """Attempts failed so far."""
+        self.single_keys = False
+        """Whether the next attempt uses the single-key form."""
+
+    def pause_after(self, error: Exception, call: Call) -> float:
+        """Seconds to wait before the next attempt; raises `BackendUnavailable` if none."""
+        if self.cluster and migrating(error) and can_migrate(call):
+            self.single_keys = True
+        pause = retry_pause(error, self.count, self.deadline - time.monotonic(), self.settings)
+        if pause is None:
+            self.failures.record(error)
+            raise unavailable(error) from error
+        self.count += 1
+        return pause
 
 
 class FailureLog:
