@@ -246,17 +246,20 @@ def test_a_batch_meeting_a_slot_in_migration_falls_back_to_single_calls(
     moving = f"batch-moving-{keys_moved}"
     while cluster.node_for(f"{{{moving}}}") is not source:
         moving += "x"
-    order = [neighbours[0], moving, *neighbours[1:], moving]
+    # the first request of each gather goes alone, the others in one batch led by the
+    # second: a neighbour for four rounds (the moving customer fails alone inside the
+    # batch), then the moving customer (the batch is refused whole)
+    led_by_neighbour = [neighbours[0], neighbours[1], moving, *neighbours[2:], moving]
+    led_by_moving = [neighbours[0], moving, *neighbours[1:], moving]
 
     async def main() -> list[Outcome]:
         aguard = AsyncGuard([MANY], uri, default_plan="many", failure="open")
-        for customer in order:
+        for customer in led_by_moving:
             await aguard.acquire(customer)
         slot, source_node, target = _half_migrate(cluster, moving, keys_moved)
         outcomes = []
-        for turn in range(5):
-            rotated = order[turn:] + order[:turn]
-            decisions = await asyncio.gather(*(aguard.acquire(c) for c in rotated * 3))
+        for order in [led_by_neighbour] * 4 + [led_by_moving]:
+            decisions = await asyncio.gather(*(aguard.acquire(c) for c in order * 3))
             outcomes += [decision.outcome for decision in decisions]
         await aguard.close()
         _move_keys(slot, source_node, target)

@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from quotaguard.core.errors import BackendUnavailable
 
 from .codec import ScriptCall
-from .lanes import LEAD, Lane, Pending, answers, failed, flight
+from .lanes import LEAD, SINGLE, Lane, Pending, answers, failed, flight
 
 _ABANDONED = RedisTimeout("Timeout reading from socket: the batch's leader gave up")
 """What the requests of a batch get when its leader stopped waiting for the reply (its
@@ -60,22 +60,35 @@ class ThreadCoalescer:
         Waits for a turn until ``deadline`` (time.monotonic()); once taken into a batch,
         as long as the batch takes (bounded by the client's socket timeout).
         """
-        pending = Pending(call)
         name = None if node is None else node.name
         with self._lock:
             lane = self._lanes.get(name)
             if lane is None:
                 lane = self._lanes[name] = Lane()
-            leads = lane.join(pending)
-            if not leads:
-                pending.waker = waker = threading.Lock()
-                waker.acquire()
-        if not leads:
-            self._wait(lane, pending, deadline)
-            if pending.outcome is not LEAD:
-                return _settled(pending)
-        self._lead(lane, pending, node)
+            if lane.alone_until and lane.alone():
+                return SINGLE
+            if lane.busy:
+                pending = Pending(call, threading.Lock())
+                pending.waker.acquire()  # released when answered, or chosen to lead
+                lane.queue.append(pending)
+            else:
+                lane.busy = True
+                pending = None
+        if pending is None:  # alone: its own call, at once
+            try:
+                return self.send(call, None)
+            finally:
+                self._handoff(lane)
+        self._wait(lane, pending, deadline)
+        if pending.outcome is LEAD:
+            self._lead(lane, pending, node)
         return _settled(pending)
+
+    def _handoff(self, lane: Lane) -> None:
+        with self._lock:
+            following = lane.handoff()
+        if following is not None:
+            following.waker.release()
 
     def _wait(self, lane: Lane, pending: Pending, deadline: float) -> None:
         waker = pending.waker
@@ -96,11 +109,9 @@ class ThreadCoalescer:
                 results = answers(self.send(call, target), len(batch))
             except Exception as error:
                 results = failed(error, len(batch))
+                lane.refused(results)
         finally:
-            with self._lock:
-                following = lane.handoff()
-            if following is not None:
-                following.waker.release()
+            self._handoff(lane)
             for pending, result in zip(batch, results, strict=True):
                 pending.outcome = result
                 if pending is not leader:
@@ -125,22 +136,28 @@ class TaskCoalescer:
 
     async def call(self, call: ScriptCall, node: Any) -> Any:
         """``call``'s reply (or `SINGLE`), made in a batch with the calls of other tasks."""
-        pending = Pending(call)
         name = None if node is None else node.name
         lane = self._lanes.get(name)
         if lane is None:
             lane = self._lanes[name] = Lane()
-        if not lane.join(pending):
-            pending.waker = asyncio.get_running_loop().create_future()
+        if lane.alone_until and lane.alone():
+            return SINGLE
+        if not lane.busy:  # alone: its own call, at once
+            lane.busy = True
             try:
-                await pending.waker
-            except asyncio.CancelledError:
-                if not lane.leave(pending) and pending.outcome is LEAD:
-                    self._handoff(lane)
-                raise
-            if pending.outcome is not LEAD:
-                return _settled(pending)
-        await self._lead(lane, pending, node)
+                return await self.send(call, None)
+            finally:
+                self._handoff(lane)
+        pending = Pending(call, asyncio.get_running_loop().create_future())
+        lane.queue.append(pending)
+        try:
+            await pending.waker
+        except asyncio.CancelledError:
+            if not lane.leave(pending) and pending.outcome is LEAD:
+                self._handoff(lane)
+            raise
+        if pending.outcome is LEAD:
+            await self._lead(lane, pending, node)
         return _settled(pending)
 
     def _handoff(self, lane: Lane) -> None:
@@ -157,6 +174,7 @@ class TaskCoalescer:
                 results = answers(await self.send(call, target), len(batch))
             except Exception as error:
                 results = failed(error, len(batch))
+                lane.refused(results)
         finally:
             for pending, result in zip(batch, results, strict=True):
                 pending.outcome = result

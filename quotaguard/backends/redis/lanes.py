@@ -6,12 +6,13 @@ in flight queue up, and when the flight lands the first of them leads the next b
 taking every request queued by the time it runs (at most ``max_batch``), in arrival
 order. Natural batching: the batch size follows the load, no timer is involved.
 
-Whoever drives a lane (a thread or a task) holds its own lock around `Lane.join`,
-`Lane.take` and `Lane.handoff`; this module only keeps the order.
+Whoever drives a lane (a thread or a task) holds its own lock around every use of it
+(claiming it, queueing, `Lane.take`, `Lane.handoff`); this module only keeps the order.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -57,22 +58,36 @@ class Pending:
         """What wakes the waiting thread or task (a lock or a future)."""
 
 
+ALONE_AFTER_REFUSAL = 1.0
+"""Seconds a node's requests go alone after a batch of it was refused: during a slot
+migration, each batch would otherwise pay the client's redirections once more."""
+
+
 class Lane:
     """The requests of one node: whether a batch is in flight, and who waits for the next."""
 
-    __slots__ = ("busy", "queue")
+    __slots__ = ("alone_until", "busy", "queue")
 
     def __init__(self) -> None:
         self.busy = False
+        """Whether a call is in flight (or its next leader chosen): newcomers queue."""
         self.queue: deque[Pending] = deque()
+        """The requests waiting for the next batch, in arrival order."""
+        self.alone_until = 0.0
+        """Until when (time.monotonic()) requests go alone: a batch was refused."""
 
-    def join(self, pending: Pending) -> bool:
-        """Enter ``pending``; True if it leads now (the lane was idle), else it waits."""
-        if self.busy:
-            self.queue.append(pending)
-            return False
-        self.busy = True
-        return True
+    def refused(self, results: Sequence[Any]) -> None:
+        """Note a batch's ``results``; if it was refused whole, go alone for a while.
+
+        Say its first request's slot is migrating: for `ALONE_AFTER_REFUSAL` seconds, the
+        node's requests are sent alone.
+        """
+        if len(results) > 1 and results[0] is SINGLE:
+            self.alone_until = time.monotonic() + ALONE_AFTER_REFUSAL
+
+    def alone(self) -> bool:
+        """Whether requests go alone now, without joining a batch."""
+        return bool(self.alone_until) and time.monotonic() < self.alone_until
 
     def take(self, leader: Pending, max_batch: int) -> list[Pending]:
         """The batch ``leader`` sends: itself, then the oldest waiting requests."""
