@@ -18,7 +18,10 @@ What it shows:
   handed on untouched), streams, and settles the real token count when the stream ends,
   or at what was streamed if the client goes away;
 - a revoked customer who keeps a small benchmark-only allowance;
-- /usage for customers, and /metrics for operators (when quotaguard.metrics exists).
+- /usage for customers, and /metrics for operators.
+
+`examples/demo.py` runs this very app under simulated customers (``create_app`` with
+the demo's guard, exporter and a model that streams without pauses).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from quotaguard import AsyncGuard, Concurrency, Plan, RollingWindow, TokenBucket
 from quotaguard.integrations import (
@@ -45,6 +49,7 @@ from quotaguard.integrations import (
     hash_key,
 )
 from quotaguard.integrations.fastapi import install, usage_router
+from quotaguard.metrics import PrometheusExporter
 
 
 def llm_plan(name: str, burst: int, refill: str, five_hour: int, weekly: int, streams: int) -> Plan:
@@ -85,37 +90,46 @@ ESTIMATE = 1_000  # tokens reserved per chat whose body names no max_tokens
 MAX_TOKENS = 4_096  # the most a chat may ask for
 
 
-def create_app(guard: AsyncGuard | None = None) -> Any:
-    """Build the app (a new guard on the memory backend unless one is given)."""
-    observers: list[Any] = []
-    metrics_app = None
-    try:  # /metrics: mounted once the Prometheus exporter (quotaguard.metrics) exists
-        from quotaguard.metrics import PrometheusExporter
-    except ImportError:  # pragma: no cover - before the exporter is installed
-        PrometheusExporter = None  # type: ignore[assignment,misc]
-    if PrometheusExporter is not None:
+REVOCATION = "Access suspended for a terms-of-service review; benchmark runs remain available."
+OPERATOR = "ops:trust-and-safety"  # who revoked mallory, in the audit trail
+
+
+def create_app(
+    guard: AsyncGuard | None = None,
+    exporter: PrometheusExporter | None = None,
+    *,
+    seconds_per_token: float = 0.01,
+    tokens_per_event: int = 1,
+) -> QuotaMiddleware:
+    """Build the app.
+
+    ``guard``: a new one on the memory backend (observed by ``exporter``) unless given.
+    ``exporter``: served at /metrics; a new one unless given (a given guard should have
+    it among its observers). The fake model streams ``tokens_per_event`` tokens per
+    server-sent event, pausing ``seconds_per_token`` per token.
+    """
+    if exporter is None:
         exporter = PrometheusExporter()
-        observers.append(exporter)
-        metrics_app = exporter.asgi_app()
     if guard is None:
-        guard = AsyncGuard(PLANS, default_plan="free", observers=observers)
+        guard = AsyncGuard(PLANS, default_plan="free", observers=[exporter])
     identify = APIKey(lookup=CUSTOMERS.get)
+    model = FakeModel(seconds_per_token, tokens_per_event)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Mallory broke the terms: revoked, but she keeps running the public benchmark.
         await guard.revoke(
-            "mallory",
-            "Access suspended for a terms-of-service review; benchmark runs remain available.",
-            allow_scopes={"benchmark": "benchmark"},
+            "mallory", REVOCATION, allow_scopes={"benchmark": "benchmark"}, actor=OPERATOR
         )
         yield
 
     api = FastAPI(title="Example LLM API", lifespan=lifespan)
     install(api)
     api.include_router(usage_router(guard, identify))
-    if metrics_app is not None:
-        api.mount("/metrics", metrics_app)
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:  # a route, not a mount: no redirect to /metrics/
+        return Response(generate_latest(exporter.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -123,11 +137,11 @@ def create_app(guard: AsyncGuard | None = None) -> Any:
 
     @api.post("/v1/chat")
     async def chat(request: Request) -> StreamingResponse:
-        return StreamingResponse(generate(request, await read(request)), media_type=SSE)
+        return StreamingResponse(model.generate(request, await read(request)), media_type=SSE)
 
     @api.post("/v1/benchmark/run")
     async def benchmark(request: Request) -> StreamingResponse:
-        return StreamingResponse(generate(request, await read(request)), media_type=SSE)
+        return StreamingResponse(model.generate(request, await read(request)), media_type=SSE)
 
     return QuotaMiddleware(
         api,
@@ -176,18 +190,29 @@ async def read(request: Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-async def generate(request: Request, body: dict[str, Any]) -> AsyncIterator[bytes]:
+class FakeModel:
     """A fake model: echoes the prompt word by word, charging tokens as they stream."""
-    prompt = str(body.get("prompt", ""))
-    max_tokens = requested_tokens(body, 20)
-    prompt_tokens = len(prompt.split())
-    add_cost(request, prompt_tokens)  # input tokens count too
-    words = (prompt.split() or ["..."]) * max_tokens
-    for word in words[:max_tokens]:
-        add_cost(request, 1)
-        yield f"data: {json.dumps({'token': word})}\n\n".encode()
-        await asyncio.sleep(0.01)
-    yield b"data: [DONE]\n\n"
+
+    def __init__(self, seconds_per_token: float, tokens_per_event: int) -> None:
+        self.seconds_per_token = seconds_per_token
+        self.tokens_per_event = tokens_per_event
+
+    async def generate(self, request: Request, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The reply as server-sent events, ending with the token usage and ``[DONE]``."""
+        prompt = str(body.get("prompt", ""))
+        max_tokens = requested_tokens(body, 20)
+        prompt_tokens = len(prompt.split())
+        add_cost(request, prompt_tokens)  # input tokens count too
+        words = ((prompt.split() or ["..."]) * max_tokens)[:max_tokens]
+        for start in range(0, len(words), self.tokens_per_event):
+            chunk = words[start : start + self.tokens_per_event]
+            add_cost(request, len(chunk))
+            yield f"data: {json.dumps({'token': ' '.join(chunk)})}\n\n".encode()
+            if self.seconds_per_token:
+                await asyncio.sleep(self.seconds_per_token * len(chunk))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}
+        yield f"data: {json.dumps({'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
 
 
 app = create_app()

@@ -141,6 +141,9 @@ def test_the_site_builds_strictly_with_every_public_name(tmp_path: Path) -> None
         if f"{module}.{name}" not in anchors
     ]
     assert not missing, f"the API reference lacks {missing}"
+    pages = [page for page, _ in _published_links() if page is not None]
+    unbuilt = [page for page in pages if not (tmp_path / page / "index.html").is_file()]
+    assert pages and not unbuilt, f"README.md links to pages the site does not have: {unbuilt}"
 
 
 def _nav_pages(entries: list[object]) -> set[str]:
@@ -161,3 +164,36 @@ def test_every_document_is_in_the_site_navigation() -> None:
     left_out, missing = sorted(documents - in_nav), sorted(in_nav - documents)
     assert not left_out, f"add these pages to the nav of mkdocs.yml: {left_out}"
     assert not missing, f"the nav of mkdocs.yml names pages that do not exist: {missing}"
+
+
+def _published_links() -> list[tuple[str | None, str | None]]:
+    """README.md's links as (site page, repository file); a relative link fails here.
+
+    PyPI shows README.md as the project's description, where a relative link leads
+    nowhere: every link must point at the published site or at the repository.
+    """
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    site, repository = config["site_url"], config["repo_url"].rstrip("/") + "/blob/main/"
+    found: list[tuple[str | None, str | None]] = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text("utf-8")):
+        if target.startswith(site):
+            found.append((target[len(site) :].strip("/"), None))
+        elif target.startswith(repository):
+            found.append((None, target[len(repository) :]))
+        else:
+            raise AssertionError(f"README.md links to {target!r}: not the site or repository")
+    return found
+
+
+def test_the_readme_links_work_where_the_package_is_published() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    assert f'Documentation = "{config["site_url"]}"' in pyproject
+    assert f'Source = "{config["repo_url"]}"' in pyproject
+    links = _published_links()
+    files = [path for _, path in links if path is not None]
+    assert files and all((ROOT / path).exists() for path in files), files
+    for page, _ in links:
+        if page:  # the built site is checked by the strict build test; here, the source
+            stem = ROOT / "docs" / page
+            assert stem.with_suffix(".md").is_file() or (stem / "index.md").is_file(), page

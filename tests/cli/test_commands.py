@@ -443,16 +443,18 @@ def test_a_bad_storage_uri_is_a_usage_error(cli: Run) -> None:
     assert result.err.startswith("quotaguard: error: --storage: unsupported storage URI")
 
 
-def test_an_unreachable_backend_exits_1(cli: Run) -> None:
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_an_unreachable_backend_exits_1(cli: Run, scheme: str) -> None:
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    storage = f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.5"
+    # the cluster client reads the topology when it is built, the others at the first call
+    storage = f"{scheme}://127.0.0.1:{port}/0?socket_connect_timeout=0.5"
     result = cli("usage", "acme", "--storage", storage, shared=False)
     assert result.code == EXIT_ERROR
-    assert result.err.startswith("quotaguard: error: ")
+    assert result.err.startswith("quotaguard: error: backend unavailable: redis: ")
     assert result.err.count("\n") == 1
 
 

@@ -65,7 +65,7 @@ def test_llm_api_example() -> None:
         unknown = client.post("/v1/chat", json={}, headers={"x-api-key": "sk-nope"})
         assert unknown.status_code == 401
         assert client.get("/healthz").json() == {"status": "ok"}
-        metrics = client.get("/metrics/")
+        metrics = client.get("/metrics")  # a route: no redirect to /metrics/
         assert metrics.status_code == 200
         assert "quotaguard_decisions_total" in metrics.text
 

@@ -22,13 +22,14 @@ import redis.cluster
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 from redis.retry import Retry
 
 from quotaguard.clock import Clock
 from quotaguard.core.errors import ConfigurationError
 
 from .asyncio import AsyncRedisBackend
+from .codec import unavailable
 from .eviction import EvictionHook
 from .settings import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -134,9 +135,12 @@ def _connect(uri: str, asyncio: bool, settings: dict[str, Any]) -> tuple[Any, st
             )
         else:
             sync_nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
-            cluster = redis.cluster.RedisCluster(
-                startup_nodes=sync_nodes, retry=no_retry, require_full_coverage=False, **options
-            )
+            try:  # the sync client reads the topology at once
+                cluster = redis.cluster.RedisCluster(
+                    startup_nodes=sync_nodes, retry=no_retry, require_full_coverage=False, **options
+                )
+            except (RedisError, RedisClusterException) as error:
+                raise unavailable(error) from error
         cluster.RedisClusterRequestTTL = _CLUSTER_REQUEST_TTL
         return cluster, prefix, config
     service = path.strip("/") or query.pop("service_name", "")

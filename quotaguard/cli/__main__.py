@@ -1,0 +1,7 @@
+"""``python -m quotaguard.cli``: the ``quotaguard`` command."""
+
+import sys
+
+from quotaguard.cli.run import main
+
+sys.exit(main())
