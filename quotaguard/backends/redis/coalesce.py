@@ -122,9 +122,9 @@ class TaskCoalescer:
     """Batches the decide calls of the tasks of one event loop on an asyncio backend.
 
     ``send(call, node)`` makes one script call on ``node`` (None: where the client routes
-    it) and returns its raw reply. The
-    leader's budget bounds its batch: when it runs out, every request of the batch fails
-    as a call that timed out waiting for its reply would.
+    it) and returns its raw reply. The leader's budget bounds its batch: when it runs
+    out, every request of the batch fails as a call that timed out waiting for its reply
+    would.
     """
 
     def __init__(self, send: _AsyncSend, max_batch: int) -> None:
