@@ -48,9 +48,18 @@ return replies
 
 
 def batch_source(decide: str) -> str:
-    """The batch script for the decide script whose Lua text is ``decide``."""
+    """The batch script for the decide script whose Lua text is ``decide``.
+
+    A shebang line of ``decide`` (``#!lua flags=...``) moves to the top, its flags kept.
+    """
+    flags = ["allow-cross-slot-keys"]
+    if decide.startswith("#!"):
+        shebang, _, decide = decide.partition("\n")
+        for word in shebang.split()[1:]:
+            if word.startswith("flags="):
+                flags += [flag for flag in word[6:].split(",") if flag and flag not in flags]
     return (
-        "#!lua flags=allow-cross-slot-keys\n"
+        f"#!lua flags={','.join(flags)}\n"
         "local function decide_one(KEYS, ARGV)\n"
         f"{decide}\nend\n{_LOOP}"
     )
