@@ -229,12 +229,13 @@ class AsyncRedisBackend(RedisDriver):
         shadow: bool,
     ) -> Decision:
         """See `RedisBackend.decide`."""
+        operation, outage = self._decision(
+            catalogue, customer, cost, scope, plan, now, lease, shadow
+        )
         try:
-            return await self._run(
-                self._decision(catalogue, customer, cost, scope, plan, now, lease, shadow)
-            )
+            return await self._run(operation)
         except BackendUnavailable as error:
-            return self._outage(error, catalogue, customer, cost, scope, plan, shadow, now)
+            return outage(error)
 
     async def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None

@@ -8,7 +8,8 @@ decision (see `quotaguard.backends.redis.local`) are written here, once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import redis.asyncio.cluster
@@ -70,27 +71,27 @@ class RedisDriver(RedisBackendBase):
         now: int | None,
         lease: LeaseRequest | None,
         shadow: bool,
-    ) -> Operation[Decision]:
-        """A decision, unless a remembered denial answers it (then without I/O)."""
+    ) -> tuple[Operation[Decision], Callable[[BackendUnavailable], Decision]]:
+        """A decision operation, and the answer to give when Redis cannot make it.
+
+        A remembered denial answers the operation without I/O; the answer in an outage is
+        a known revocation or denial, else the `BackendUnavailable` raised again.
+        """
         operation = self._decide(catalogue, customer, cost, scope, plan, now, lease, shadow)
         edge = self.edge
-        return edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
-
-    def _outage(
-        self,
-        error: BackendUnavailable,
-        catalogue: PlanCatalogue,
-        customer: str,
-        cost: Cost,
-        scope: str | None,
-        plan: str | None,
-        shadow: bool,
-        now: int | None,
-    ) -> Decision:
-        """A known revocation or denial for a decision Redis could not make; else raise."""
-        return self.edge.outage_answer(
-            error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
+        outage = functools.partial(
+            edge.outage_answer,
+            seen=self._meta,
+            catalogue=catalogue,
+            customer=customer,
+            cost=cost,
+            scope=scope,
+            plan=plan,
+            shadow=shadow,
+            now=now,
         )
+        denied = edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
+        return denied, outage
 
     def _settling(self, lease_id: str, actual: Cost, now: int | None) -> Operation[Settlement]:
         """Settle a lease; the customer's remembered denial is forgotten."""

@@ -187,12 +187,13 @@ class RedisBackend(RedisDriver):
         `quotaguard.backends.redis.local`); while Redis is unreachable, a known revocation
         or denial answers instead of `BackendUnavailable`.
         """
+        operation, outage = self._decision(
+            catalogue, customer, cost, scope, plan, now, lease, shadow
+        )
         try:
-            return self._run(
-                self._decision(catalogue, customer, cost, scope, plan, now, lease, shadow)
-            )
+            return self._run(operation)
         except BackendUnavailable as error:
-            return self._outage(error, catalogue, customer, cost, scope, plan, shadow, now)
+            return outage(error)
 
     def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
