@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import os
 import platform
@@ -236,7 +237,15 @@ async def _tasks_rate(hit: Callable[[int], Awaitable[object]], calls: int, tasks
     return each * tasks / (time.perf_counter() - start)
 
 
-def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
+def _interleaved(rounds: int, samplers: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """The median of ``rounds`` interleaved samples of each sampler; one warm-up round."""
+    samples: dict[str, list[float]] = {name: [] for name in samplers}
+    for turn in range(rounds + 1):
+        for name, sample in samplers.items():
+            gc.collect()
+            value = sample()
+            if turn:
+                samples[name].append(value)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -249,14 +258,10 @@ def threads_speed(url: str, calls: int, rounds: int, threads: int = 16) -> dict[
         ON: lambda n: on.acquire(CUSTOMERS[n % 1000]),
         OFF: lambda n: off.acquire(CUSTOMERS[n % 1000]),
     }
-    samples: dict[str, list[float]] = {name: [] for name in hits}
-    for turn in range(rounds + 1):  # the first round warms up
-        for name, hit in hits.items():
-            gc.collect()
-            rate = _threads_rate(hit, calls, threads)
-            if turn:
-                samples[name].append(rate)
-    rates = _medians(samples)
+    rates = _interleaved(
+        rounds,
+        {name: functools.partial(_threads_rate, hit, calls, threads) for name, hit in hits.items()},
+    )
     title = f"{threads} threads sharing one backend ({calls:,} calls x {rounds} rounds, median)"
     table(title, rates, THREADS_REF)
     return rates
@@ -264,25 +269,22 @@ def threads_speed(url: str, calls: int, rounds: int, threads: int = 16) -> dict[
 
 def tasks_speed(url: str, calls: int, rounds: int, tasks: int = 64) -> dict[str, float]:
     """``tasks`` tasks on one loop, coalescing on and off, next to one call per task."""
+    loop = asyncio.new_event_loop()
+    one = redis.asyncio.Redis.from_url(url).register_script("return 1")
+    on, off = _async_guard(url, True), _async_guard(url, False)
+    hits: dict[str, Callable[[int], Awaitable[object]]] = {
+        TASKS_REF: lambda _: one(),
+        ON: lambda n: on.acquire(CUSTOMERS[n % 1000]),
+        OFF: lambda n: off.acquire(CUSTOMERS[n % 1000]),
+    }
 
-    async def main() -> dict[str, float]:
-        one = redis.asyncio.Redis.from_url(url).register_script("return 1")
-        on, off = _async_guard(url, True), _async_guard(url, False)
-        hits: dict[str, Callable[[int], Awaitable[object]]] = {
-            TASKS_REF: lambda _: one(),
-            ON: lambda n: on.acquire(CUSTOMERS[n % 1000]),
-            OFF: lambda n: off.acquire(CUSTOMERS[n % 1000]),
-        }
-        samples: dict[str, list[float]] = {name: [] for name in hits}
-        for turn in range(rounds + 1):  # the first round warms up
-            for name, hit in hits.items():
-                gc.collect()
-                rate = await _tasks_rate(hit, calls, tasks)
-                if turn:
-                    samples[name].append(rate)
-        return _medians(samples)
+    def sampler(hit: Callable[[int], Awaitable[object]]) -> Callable[[], float]:
+        return lambda: loop.run_until_complete(_tasks_rate(hit, calls, tasks))
 
-    rates = asyncio.run(main())
+    try:
+        rates = _interleaved(rounds, {name: sampler(hit) for name, hit in hits.items()})
+    finally:
+        loop.close()
     title = f"Async, {tasks} tasks on one loop ({calls:,} calls x {rounds} rounds, median)"
     table(title, rates, TASKS_REF)
     return rates
@@ -290,21 +292,25 @@ def tasks_speed(url: str, calls: int, rounds: int, tasks: int = 64) -> dict[str,
 
 def lone_latency(url: str, calls: int, rounds: int) -> dict[str, float]:
     """One task alone, one decision at a time: microseconds per decision, on and off."""
+    loop = asyncio.new_event_loop()
+    guards = {ON: _async_guard(url, True), OFF: _async_guard(url, False)}
 
-    async def main() -> dict[str, float]:
-        guards = {ON: _async_guard(url, True), OFF: _async_guard(url, False)}
-        samples: dict[str, list[float]] = {name: [] for name in guards}
-        for turn in range(rounds + 1):
-            for name, guard in guards.items():
-                gc.collect()
-                start = time.perf_counter()
-                for n in range(calls):
-                    await guard.acquire(CUSTOMERS[n % 1000])
-                if turn:
-                    samples[name].append((time.perf_counter() - start) / calls * 1e6)
-        return _medians(samples)
+    async def one_by_one(guard: AsyncGuard) -> float:
+        start = time.perf_counter()
+        for n in range(calls):
+            await guard.acquire(CUSTOMERS[n % 1000])
+        return (time.perf_counter() - start) / calls * 1e6
 
-    latency = asyncio.run(main())
+    try:
+        latency = _interleaved(
+            rounds,
+            {
+                name: functools.partial(lambda g: loop.run_until_complete(one_by_one(g)), guard)
+                for name, guard in guards.items()
+            },
+        )
+    finally:
+        loop.close()
     print(f"\n## One task alone ({calls:,} calls x {rounds} rounds, median)\n")
     print(f"| {'contender':52} | {'us/decision':>11} | {'x off':>6} |")
     print(f"| {'-' * 52} | {'-' * 11}: | {'-' * 6}: |")
