@@ -238,12 +238,16 @@ async def _tasks_rate(hit: Callable[[int], Awaitable[object]], calls: int, tasks
 
 
 def _interleaved(rounds: int, samplers: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """The median of ``rounds`` interleaved samples of each sampler; one warm-up round."""
+    """The median of ``rounds`` interleaved samples of each sampler; one warm-up round.
+
+    Every other round runs the samplers in reverse order: none always goes first.
+    """
     samples: dict[str, list[float]] = {name: [] for name in samplers}
+    names = list(samplers)
     for turn in range(rounds + 1):
-        for name, sample in samplers.items():
+        for name in names if turn % 2 else names[::-1]:
             gc.collect()
-            value = sample()
+            value = samplers[name]()
             if turn:
                 samples[name].append(value)
     return {name: statistics.median(values) for name, values in samples.items()}
