@@ -239,8 +239,9 @@ def test_a_batch_meeting_a_slot_in_migration_falls_back_to_single_calls(
 ) -> None:
     """Batches of customers of one node, one of whose slots is half-migrated: a batch led
     by that customer is refused whole, one led by another fails that customer's request
-    alone ("non local key"); both are made again as single calls, and stay exact."""
-    uri = _uri(cluster)
+    alone ("non local key"); both are made again as single calls, and stay exact. (A
+    budget of 5 s: what is tested is the fallback, not its latency on a loaded machine.)"""
+    uri = f"{_uri(cluster)}&timeout=5"
     source = cluster.nodes[0]
     neighbours = _customers_on(cluster, source, 6)
     moving = f"batch-moving-{keys_moved}"
@@ -252,7 +253,7 @@ def test_a_batch_meeting_a_slot_in_migration_falls_back_to_single_calls(
     led_by_neighbour = [neighbours[0], neighbours[1], moving, *neighbours[2:], moving]
     led_by_moving = [neighbours[0], moving, *neighbours[1:], moving]
 
-    async def main() -> list[Outcome]:
+    async def main() -> list[tuple[Outcome, str | None]]:
         aguard = AsyncGuard([MANY], uri, default_plan="many", failure="open")
         for customer in led_by_moving:
             await aguard.acquire(customer)
@@ -260,7 +261,7 @@ def test_a_batch_meeting_a_slot_in_migration_falls_back_to_single_calls(
         outcomes = []
         for order in [led_by_neighbour] * 4 + [led_by_moving]:
             decisions = await asyncio.gather(*(aguard.acquire(c) for c in order * 3))
-            outcomes += [decision.outcome for decision in decisions]
+            outcomes += [(decision.outcome, decision.reason) for decision in decisions]
         await aguard.close()
         _move_keys(slot, source_node, target)
         for each in cluster.nodes:
@@ -269,7 +270,7 @@ def test_a_batch_meeting_a_slot_in_migration_falls_back_to_single_calls(
         return outcomes
 
     outcomes = redis_support.run(main())
-    assert set(outcomes) == {Outcome.ALLOWED}
+    assert {outcome for outcome, _ in outcomes} == {Outcome.ALLOWED}, set(outcomes)
     guard = Guard([MANY], uri, default_plan="many")
     assert guard.usage(moving).limit("calls").used == 2 + 5 * 6
     for customer in neighbours:
