@@ -7,12 +7,17 @@ Every contender answers never-denying limits on one connection (sync) or one eve
 with 64 tasks (async). Rounds are interleaved and the median rate is kept, so ratios
 compare numbers taken under the same machine load. The physical reference is redis-py's
 ``EVALSHA`` of ``return 1`` on the same kind of client: one round trip, no work.
+
+Issue 14's coalescing rows: 64 tasks (coalescing on and off) next to one ``return 1``
+call per task; 16 threads sharing one sync guard next to the same threads sharing one
+client; one task alone, on and off; Redis's own ``INFO commandstats`` time per decision.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import os
 import platform
@@ -20,6 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -36,7 +42,7 @@ from throttled import RateLimiterType, Throttled, rate_limiter
 from throttled.store import RedisStore
 
 from quotaguard import AsyncGuard, Guard, Plan, RollingWindow, TokenBucket
-from quotaguard.backends.redis import AsyncRedisBackend, RedisBackend
+from quotaguard.backends.redis import AsyncRedisBackend, ClientSettings, RedisBackend
 from quotaguard.testing import FakeClock
 from tests.redis_support import RedisServer
 
@@ -185,6 +191,176 @@ def async_speed(url: str, calls: int, rounds: int, tasks: int) -> dict[str, floa
     return rates
 
 
+# -- coalescing (issue 14 item 1) ----------------------------------------------------
+
+CUSTOMERS = [f"customer-{index}" for index in range(1000)]
+"""Coalescing rows: call n decides for customer n % 1000."""
+THREADS_REF = "redis-py EVALSHA 'return 1', one shared client"
+TASKS_REF = "async EVALSHA 'return 1', one call per task"
+ON, OFF = "quotaguard 3 limits, coalescing on", "quotaguard 3 limits, coalescing off"
+
+
+def _guard(url: str, coalesce: bool) -> Guard:
+    settings = ClientSettings(coalesce=coalesce)
+    backend = RedisBackend(redis.Redis.from_url(url), prefix="co", settings=settings)
+    return Guard([THREE_LIMITS], backend, default_plan="three")
+
+
+def _async_guard(url: str, coalesce: bool) -> AsyncGuard:
+    settings = ClientSettings(coalesce=coalesce)
+    backend = AsyncRedisBackend(redis.asyncio.Redis.from_url(url), prefix="co", settings=settings)
+    return AsyncGuard([THREE_LIMITS], backend, default_plan="three")
+
+
+def _threads_rate(hit: Callable[[int], object], calls: int, threads: int) -> float:
+    each = calls // threads
+
+    def work(index: int) -> None:
+        for turn in range(each):
+            hit(index * each + turn)
+
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(work, range(threads)))
+        return each * threads / (time.perf_counter() - start)
+
+
+async def _tasks_rate(hit: Callable[[int], Awaitable[object]], calls: int, tasks: int) -> float:
+    each = calls // tasks
+
+    async def work(index: int) -> None:
+        for turn in range(each):
+            await hit(index * each + turn)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(work(index) for index in range(tasks)))
+    return each * tasks / (time.perf_counter() - start)
+
+
+def _interleaved(rounds: int, samplers: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """The median of ``rounds`` interleaved samples of each sampler; one warm-up round.
+
+    Every other round runs the samplers in reverse order: none always goes first.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in samplers}
+    names = list(samplers)
+    for turn in range(rounds + 1):
+        for name in names if turn % 2 else names[::-1]:
+            gc.collect()
+            value = samplers[name]()
+            if turn:
+                samples[name].append(value)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def threads_speed(url: str, calls: int, rounds: int, threads: int = 16) -> dict[str, float]:
+    """``threads`` threads sharing one sync guard (coalescing on, off) or one client."""
+    one = redis.Redis.from_url(url).register_script("return 1")
+    on, off = _guard(url, True), _guard(url, False)
+    hits: dict[str, Callable[[int], object]] = {
+        THREADS_REF: lambda _: one(),
+        ON: lambda n: on.acquire(CUSTOMERS[n % 1000]),
+        OFF: lambda n: off.acquire(CUSTOMERS[n % 1000]),
+    }
+    rates = _interleaved(
+        rounds,
+        {name: functools.partial(_threads_rate, hit, calls, threads) for name, hit in hits.items()},
+    )
+    title = f"{threads} threads sharing one backend ({calls:,} calls x {rounds} rounds, median)"
+    table(title, rates, THREADS_REF)
+    return rates
+
+
+def tasks_speed(url: str, calls: int, rounds: int, tasks: int = 64) -> dict[str, float]:
+    """``tasks`` tasks on one loop, coalescing on and off, next to one call per task."""
+    loop = asyncio.new_event_loop()
+    one = redis.asyncio.Redis.from_url(url).register_script("return 1")
+    on, off = _async_guard(url, True), _async_guard(url, False)
+    hits: dict[str, Callable[[int], Awaitable[object]]] = {
+        TASKS_REF: lambda _: one(),
+        ON: lambda n: on.acquire(CUSTOMERS[n % 1000]),
+        OFF: lambda n: off.acquire(CUSTOMERS[n % 1000]),
+    }
+
+    def sampler(hit: Callable[[int], Awaitable[object]]) -> Callable[[], float]:
+        return lambda: loop.run_until_complete(_tasks_rate(hit, calls, tasks))
+
+    try:
+        rates = _interleaved(rounds, {name: sampler(hit) for name, hit in hits.items()})
+    finally:
+        loop.close()
+    title = f"Async, {tasks} tasks on one loop ({calls:,} calls x {rounds} rounds, median)"
+    table(title, rates, TASKS_REF)
+    return rates
+
+
+def lone_latency(url: str, calls: int, rounds: int) -> dict[str, float]:
+    """One task alone, one decision at a time: microseconds per decision, on and off."""
+    loop = asyncio.new_event_loop()
+    guards = {ON: _async_guard(url, True), OFF: _async_guard(url, False)}
+
+    async def one_by_one(guard: AsyncGuard) -> float:
+        start = time.perf_counter()
+        for n in range(calls):
+            await guard.acquire(CUSTOMERS[n % 1000])
+        return (time.perf_counter() - start) / calls * 1e6
+
+    try:
+        latency = _interleaved(
+            rounds,
+            {
+                name: functools.partial(lambda g: loop.run_until_complete(one_by_one(g)), guard)
+                for name, guard in guards.items()
+            },
+        )
+    finally:
+        loop.close()
+    print(f"\n## One task alone ({calls:,} calls x {rounds} rounds, median)\n")
+    print(f"| {'contender':52} | {'us/decision':>11} | {'x off':>6} |")
+    print(f"| {'-' * 52} | {'-' * 11}: | {'-' * 6}: |")
+    for name, value in latency.items():
+        print(f"| {name:52} | {value:11.1f} | {value / latency[OFF]:6.2f} |")
+    return latency
+
+
+def server_usec_per_decision(url: str, calls: int, tasks: int = 64) -> dict[str, float]:
+    """Redis's own accounting (``INFO commandstats``): script time per decision, 64 tasks."""
+
+    async def run(coalesce: bool) -> float:
+        guard = _async_guard(url, coalesce)
+        await _tasks_rate(lambda n: guard.acquire(CUSTOMERS[n % 1000]), tasks * 4, tasks)
+        admin = redis.asyncio.Redis.from_url(url)
+        await admin.config_resetstat()
+        await _tasks_rate(lambda n: guard.acquire(CUSTOMERS[n % 1000]), calls, tasks)
+        stats = (await admin.info("commandstats"))["cmdstat_evalsha"]
+        await admin.aclose()
+        await guard.close()
+        return float(stats["usec"]) / (calls // tasks * tasks)
+
+    usec = {ON: asyncio.run(run(True)), OFF: asyncio.run(run(False))}
+    print(f"\n## Redis server time per decision (INFO commandstats, {tasks} tasks)\n")
+    print(f"| {'contender':52} | {'usec/decision':>13} |")
+    print(f"| {'-' * 52} | {'-' * 13}: |")
+    for name, value in usec.items():
+        print(f"| {name:52} | {value:13.1f} |")
+    return usec
+
+
+def coalescing_targets(
+    threads: dict[str, float], tasks: dict[str, float], lone: dict[str, float]
+) -> list[tuple[str, float, float, bool]]:
+    """(target, measured, needed, met) of issue 14's coalescing rows."""
+    on_tasks = tasks[ON] / tasks[TASKS_REF]
+    on_threads = threads[ON] / threads[THREADS_REF]
+    alone = lone[ON] / lone[OFF]
+    return [
+        ("async 64 tasks: quotaguard vs one EVALSHA 'return 1' per task", on_tasks, 2.0,
+         on_tasks >= 2.0),
+        ("16 threads, one sync guard: vs EVALSHA 'return 1'", on_threads, 1.5, on_threads >= 1.5),
+        ("one task alone: latency, coalescing on vs off (at most)", alone, 1.1, alone <= 1.1),
+    ]  # fmt: skip
+
+
 def _memory(client: Any, prefix: str, customer: str) -> int:
     keys = list(client.scan_iter(match=f"{prefix}:{{{customer}}}:*"))
     return sum(int(client.memory_usage(key, samples=0)) for key in keys)
@@ -235,6 +411,10 @@ def main() -> None:
         )
         sync_rates = sync_speed(url, calls, rounds)
         async_rates = async_speed(url, async_calls, rounds, 64)
+        threads = threads_speed(url, calls * 2, rounds)
+        tasks = tasks_speed(url, async_calls, rounds)
+        lone = lone_latency(url, calls, rounds)
+        server_usec_per_decision(url, async_calls)
         typical, busy = bytes_per_customer(url)
         print("\n## Bytes per customer (MEMORY USAGE of all its keys), 3-limit plan\n")
         print(f"| {'customer':52} | {'bytes':>6} |")
@@ -264,6 +444,8 @@ def main() -> None:
         for label, ratio, needed in checks:
             verdict = "met" if ratio >= needed else "MISSED"
             print(f"| {label:60} | {ratio:6.2f} | {needed:6.2f} | {verdict} |")
+        for label, ratio, needed, met in coalescing_targets(threads, tasks, lone):
+            print(f"| {label:60} | {ratio:6.2f} | {needed:6.2f} | {'met' if met else 'MISSED'} |")
         for label, value in (("after one call", typical), ("full rings", busy)):
             verdict = "met" if value <= 1024 else "MISSED"
             name = f"bytes per customer, {label} (<= 1024)"

@@ -25,7 +25,7 @@ from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
-from quotaguard.core.errors import ConfigurationError, LeaseError
+from quotaguard.core.errors import ConfigurationError, LeaseError, shown
 from quotaguard.core.meaning import convert, meaning, slot, slot_name
 from quotaguard.core.pipeline import conclude, evaluate, resolve, viewed
 from quotaguard.core.policy import Cost, Plan
@@ -184,7 +184,7 @@ class MemoryBackend:
             now = self._clock.now_us()
         lease = self._leases.get(lease_id)
         if lease is None or lease.retain_until <= now:
-            raise LeaseError(f"unknown or expired lease {lease_id!r}")
+            raise LeaseError(f"unknown or expired lease {shown(lease_id)}")
         with self._lock(lease.customer):
             lease = self._leases[lease_id]
             if lease.settled is not None:

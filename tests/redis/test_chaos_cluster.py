@@ -82,8 +82,8 @@ def _run(flavour: str, uri: str, customers: list[Any], during: Any, **options: A
     return redis_support.run(main())  # type: ignore[no-any-return]
 
 
-def _uri(cluster: redis_support.RedisClusterServers) -> str:
-    return f"{cluster.url}?prefix={redis_support.fresh_prefix()}"
+def _uri(cluster: redis_support.RedisClusterServers, coalesce: bool = True) -> str:
+    return f"{cluster.url}?coalesce={int(coalesce)}&prefix={redis_support.fresh_prefix()}"
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
@@ -125,14 +125,15 @@ def test_a_stopped_primary_slows_only_its_own_customers(
     guard.close()
 
 
+@pytest.mark.parametrize("coalesce", [True, False])
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_manual_slot_migration_stays_exact_with_no_fail_open(
-    cluster: redis_support.RedisClusterServers, flavour: str
+    cluster: redis_support.RedisClusterServers, flavour: str, coalesce: bool
 ) -> None:
     source = cluster.nodes[1]
     target = cluster.nodes[2]
     customer = _customers_on(cluster, source, 1)[0]
-    uri = _uri(cluster)
+    uri = _uri(cluster, coalesce)
     prefix = uri.rsplit("=", 1)[1]
     slot = key_slot(f"{{{customer}}}".encode())
     checked: list[bool] = []
@@ -232,8 +233,54 @@ def test_async_decisions_follow_ask_on_one_connection_during_a_migration(
     guard.close()
 
 
+@pytest.mark.parametrize("keys_moved", [False, True])
+def test_a_batch_meeting_a_slot_in_migration_falls_back_to_single_calls(
+    cluster: redis_support.RedisClusterServers, keys_moved: bool
+) -> None:
+    """Batches of customers of one node, one of whose slots is half-migrated: a batch led
+    by that customer is refused whole, one led by another fails that customer's request
+    alone ("non local key"); both are made again as single calls, and stay exact. (A
+    budget of 5 s: what is tested is the fallback, not its latency on a loaded machine.)"""
+    uri = f"{_uri(cluster)}&timeout=5"
+    source = cluster.nodes[0]
+    neighbours = _customers_on(cluster, source, 6)
+    moving = f"batch-moving-{keys_moved}"
+    while cluster.node_for(f"{{{moving}}}") is not source:
+        moving += "x"
+    # the first request of each gather goes alone, the others in one batch led by the
+    # second: a neighbour for four rounds (the moving customer fails alone inside the
+    # batch), then the moving customer (the batch is refused whole)
+    led_by_neighbour = [neighbours[0], neighbours[1], moving, *neighbours[2:], moving]
+    led_by_moving = [neighbours[0], moving, *neighbours[1:], moving]
+
+    async def main() -> list[tuple[Outcome, str | None]]:
+        aguard = AsyncGuard([MANY], uri, default_plan="many", failure="open")
+        for customer in led_by_moving:
+            await aguard.acquire(customer)
+        slot, source_node, target = _half_migrate(cluster, moving, keys_moved)
+        outcomes = []
+        for order in [led_by_neighbour] * 4 + [led_by_moving]:
+            decisions = await asyncio.gather(*(aguard.acquire(c) for c in order * 3))
+            outcomes += [(decision.outcome, decision.reason) for decision in decisions]
+        await aguard.close()
+        _move_keys(slot, source_node, target)
+        for each in cluster.nodes:
+            with each.client() as admin:
+                admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _node_id(target))
+        return outcomes
+
+    outcomes = redis_support.run(main())
+    assert {outcome for outcome, _ in outcomes} == {Outcome.ALLOWED}, set(outcomes)
+    guard = Guard([MANY], uri, default_plan="many")
+    assert guard.usage(moving).limit("calls").used == 2 + 5 * 6
+    for customer in neighbours:
+        assert guard.usage(customer).limit("calls").used == 1 + 5 * 3
+    guard.close()
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
 def test_a_reshard_under_load_stays_exact_with_no_fail_open(
-    cluster: redis_support.RedisClusterServers,
+    cluster: redis_support.RedisClusterServers, coalesce: bool
 ) -> None:
     source = cluster.nodes[0]
     target = cluster.nodes[1]
@@ -245,7 +292,7 @@ def test_a_reshard_under_load_stays_exact_with_no_fail_open(
         )
     names = (f"r{index}" for index in range(100_000))
     moving = [n for n in names if first <= key_slot(f"{{{n}}}".encode()) < first + 150][:8]
-    uri = _uri(cluster)
+    uri = _uri(cluster, coalesce)
 
     def reshard() -> None:
         subprocess.run(

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from quotaguard import (
     RollingWindow,
     TokenBucket,
 )
-from quotaguard.backends.redis import RedisBackend
+from quotaguard.backends.redis import ClientSettings, RedisBackend
 from quotaguard.testing import FakeClock
 from tests import redis_support
 
@@ -122,19 +123,27 @@ def _apply(guard: Guard, leases: list[Any], op: tuple[Any, ...]) -> Any:
     raise AssertionError(op)
 
 
+@pytest.mark.parametrize("coalesce", [True, False])
 @settings(
     max_examples=int(os.environ.get("QG_DIFF_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(operations, min_size=1, max_size=40))
-def test_redis_decides_exactly_like_memory(server: Any, ops: list[tuple[Any, ...]]) -> None:
+def test_redis_decides_exactly_like_memory(
+    server: Any, coalesce: bool, ops: list[tuple[Any, ...]]
+) -> None:
+    """One operation at a time: with coalescing on, every decision is a batch of one."""
     clock = FakeClock()
     memory = Guard(PLANS, MemoryBackend(clock=clock), default_plan="a", clock=clock)
     client = redis_support.sync_client("standalone")
     redis_guard = Guard(
         PLANS,
-        RedisBackend(client, prefix=redis_support.fresh_prefix()),
+        RedisBackend(
+            client,
+            prefix=redis_support.fresh_prefix(),
+            settings=ClientSettings(coalesce=coalesce),
+        ),
         default_plan="a",
         clock=clock,
     )

@@ -20,14 +20,16 @@ pytestmark = pytest.mark.slow
 QUOTA = Plan("q", [RollingWindow("calls", 100, 3600)])
 
 
-def _uri(kind: str) -> str:
+def _uri(kind: str, coalesce: bool = True) -> str:
     server = redis_support.standalone() if kind == "standalone" else redis_support.cluster()
-    return f"{server.url}{'&' if '?' in server.url else '?'}prefix={redis_support.fresh_prefix()}"
+    separator = "&" if "?" in server.url else "?"
+    return f"{server.url}{separator}prefix={redis_support.fresh_prefix()}&coalesce={int(coalesce)}"
 
 
+@pytest.mark.parametrize("coalesce", [True, False])
 @pytest.mark.parametrize("kind", ["standalone", "cluster"])
-def test_a_thousand_tasks_admit_exactly_the_quota(kind: str) -> None:
-    uri = _uri(kind)
+def test_a_thousand_tasks_admit_exactly_the_quota(kind: str, coalesce: bool) -> None:
+    uri = _uri(kind, coalesce)
 
     async def call(guard: AsyncGuard) -> tuple[Outcome, float]:
         started = time.monotonic()
@@ -45,14 +47,15 @@ def test_a_thousand_tasks_admit_exactly_the_quota(kind: str) -> None:
     results = redis_support.run(main())
     outcomes = Counter(outcome for outcome, _ in results)
     slowest = max(elapsed for _, elapsed in results)
-    print(f"{kind}: 1000 tasks {dict(outcomes)}, slowest call {slowest:.3f} s")
+    print(f"{kind}, coalesce={coalesce}: 1000 tasks {dict(outcomes)}, slowest call {slowest:.3f} s")
     assert outcomes == {Outcome.ALLOWED: 100, Outcome.DENIED: 900}
     assert slowest < DEFAULT_TIMEOUT * 2
 
 
+@pytest.mark.parametrize("coalesce", [True, False])
 @pytest.mark.parametrize("kind", ["standalone", "cluster"])
-def test_three_hundred_threads_admit_exactly_the_quota(kind: str) -> None:
-    guard = Guard([QUOTA], redis_backend_from_uri(_uri(kind)), default_plan="q")
+def test_three_hundred_threads_admit_exactly_the_quota(kind: str, coalesce: bool) -> None:
+    guard = Guard([QUOTA], redis_backend_from_uri(_uri(kind, coalesce)), default_plan="q")
     guard.acquire("warm-up")
 
     def call(_: Any) -> tuple[Outcome, float]:
@@ -65,7 +68,9 @@ def test_three_hundred_threads_admit_exactly_the_quota(kind: str) -> None:
     guard.close()
     outcomes = Counter(outcome for outcome, _ in results)
     slowest = max(elapsed for _, elapsed in results)
-    print(f"{kind}: 300 threads {dict(outcomes)}, slowest call {slowest:.3f} s")
+    print(
+        f"{kind}, coalesce={coalesce}: 300 threads {dict(outcomes)}, slowest call {slowest:.3f} s"
+    )
     assert outcomes == {Outcome.ALLOWED: 100, Outcome.DENIED: 500}
     assert slowest < DEFAULT_TIMEOUT * 2
 

@@ -44,9 +44,10 @@ THREE = Plan(
 )
 
 
-def _hammer(args: tuple[str, str, str, int]) -> int:
-    uri, prefix, customer, attempts = args
-    backend = backend_from_uri(f"{uri}{'&' if '?' in uri else '?'}prefix={prefix}")
+def _hammer(args: tuple[str, str, str, int, bool]) -> int:
+    uri, prefix, customer, attempts, coalesce = args
+    query = f"prefix={prefix}&coalesce={int(coalesce)}"
+    backend = backend_from_uri(f"{uri}{'&' if '?' in uri else '?'}{query}")
     guard = Guard([WINDOW], backend, default_plan="w")
     admitted = sum(guard.acquire(customer).allowed for _ in range(attempts))
     guard.close()
@@ -60,13 +61,14 @@ def pool() -> Iterator[Any]:
         yield workers
 
 
+@pytest.mark.parametrize("coalesce", [True, False])
 @pytest.mark.parametrize("kind", ["standalone", "cluster"])
-def test_eight_processes_admit_exactly_the_quota(kind: str, pool: Any) -> None:
+def test_eight_processes_admit_exactly_the_quota(kind: str, pool: Any, coalesce: bool) -> None:
     uri = redis_support.standalone().url if kind == "standalone" else redis_support.cluster().url
     prefix = redis_support.fresh_prefix()
     for trial in range(10):
         customer = f"hammered-{trial}"
-        admitted = pool.map(_hammer, [(uri, prefix, customer, 20)] * 8)
+        admitted = pool.map(_hammer, [(uri, prefix, customer, 20, coalesce)] * 8)
         assert sum(admitted) == 100, (trial, admitted)
 
 

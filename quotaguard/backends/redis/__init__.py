@@ -6,7 +6,7 @@ by URI with `redis_backend_from_uri`: ``redis://``, ``rediss://``,
 ``redis+sentinel://host:port[,host:port]/service``. Query parameters: ``prefix`` (the
 key prefix, default ``qg``) and the fields of `ClientSettings` (``timeout``,
 ``socket_timeout``, ``socket_connect_timeout``, ``max_connections``, ``max_staleness``,
-``local_cache_size``).
+``local_cache_size``, ``coalesce``, ``max_batch``).
 """
 
 from __future__ import annotations

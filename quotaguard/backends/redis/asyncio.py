@@ -1,6 +1,8 @@
 """The asyncio Redis backend: `AsyncRedisBackend` (``redis.asyncio`` clients).
 
-Only the I/O lives here; everything else is in `quotaguard.backends.redis.codec`.
+A thin driver: only the awaited I/O lives here; the operations are in
+`quotaguard.backends.redis.codec`, everything else the two drivers share in
+`quotaguard.backends.redis.driver`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from quotaguard.backends.base import MetaChange
 from quotaguard.clock import Clock
@@ -27,33 +28,35 @@ from quotaguard.core.policy import Cost
 from quotaguard.core.request import Request
 
 from .asking import where_the_key_is
-from .boundary import retry_pause
+from .boundary import Attempts
+from .coalesce import TaskCoalescer
 from .codec import (
-    SCRIPTS,
     Call,
     CommandCall,
     NodesCall,
     Operation,
-    RedisBackendBase,
     ReserveCall,
     ScanCall,
     ScriptCall,
     unavailable,
 )
-from .edge import Edge
+from .driver import RedisDriver, reserve_reply, scan_page
 from .eviction import EvictionHook
-from .migration import can_migrate, during_migration, migrating
+from .lanes import SINGLE
+from .migration import during_migration
 from .refresh import BackgroundRefresh
 from .settings import ClientSettings
 
 T = TypeVar("T")
 
 
-class AsyncRedisBackend(RedisBackendBase):
+class AsyncRedisBackend(RedisDriver):
     """The asyncio twin of `RedisBackend`, on ``redis.asyncio.Redis`` or ``RedisCluster``.
 
     Each call is cancelled when its ``settings.timeout`` budget runs out.
     """
+
+    client: redis.asyncio.Redis | RedisCluster
 
     def __init__(
         self,
@@ -64,45 +67,35 @@ class AsyncRedisBackend(RedisBackendBase):
         settings: ClientSettings | None = None,
         on_eviction_risk: EvictionHook | None = None,
     ) -> None:
-        super().__init__(prefix, clock)
-        self.client = client
-        """The redis-py asyncio client."""
-        self.edge = Edge(settings, on_eviction_risk)
-        """Settings, failure log, local answers and eviction check of this backend."""
-        self._gates: tuple[asyncio.AbstractEventLoop | None, asyncio.Semaphore] = (
-            None,
-            asyncio.Semaphore(self.edge.settings.max_connections),
-        )
-        self._cluster = isinstance(client, RedisCluster)
+        super().__init__(client, prefix, clock, settings, on_eviction_risk)
         self._refresh = BackgroundRefresh(client) if self._cluster else None
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(source) for name, source in SCRIPTS.items()
-        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._gate, self._coalescer = self._turns()
 
-    def __repr__(self) -> str:
-        return f"AsyncRedisBackend({self.client!r}, prefix={self.keys.prefix!r})"
-
-    def _gate(self) -> asyncio.Semaphore:
-        """The semaphore of the running loop (a semaphore belongs to one loop)."""
-        loop = asyncio.get_running_loop()
-        owner, gate = self._gates
-        if owner is not loop:
-            if owner is not None:
-                gate = asyncio.Semaphore(self.edge.settings.max_connections)
-            self._gates = (loop, gate)
-        return gate
+    def _turns(self) -> tuple[asyncio.Semaphore, TaskCoalescer]:
+        """A new gate (calls in flight at once) and coalescer: they belong to one loop."""
+        settings = self.edge.settings
+        return asyncio.Semaphore(settings.max_connections), TaskCoalescer(
+            self._send_to, settings.max_batch
+        )
 
     async def _run(self, operation: Operation[T]) -> T:
         """Drive ``operation`` within the call's budget; only QuotaguardErrors leave."""
         edge = self.edge
         budget = edge.settings.timeout
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                self._gate, self._coalescer = self._turns()
+            self._loop = loop
         if self._cluster and not edge.eviction_checked:
             await self._discover()
         deadline = time.monotonic() + budget
         try:
-            async with asyncio.timeout(budget) as limit, self._gate():
+            async with asyncio.timeout(budget) as limit:
                 if not edge.eviction_checked:
-                    await self._check_eviction()
+                    async with self._gate:
+                        await self._check_eviction()
                 return await self._drive(operation, deadline)
         except QuotaguardError:
             raise
@@ -115,18 +108,16 @@ class AsyncRedisBackend(RedisBackendBase):
             raise unavailable(error) from error
 
     async def _bounded(self, call: Call, deadline: float, asking: bool = False) -> Any:
-        """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
+        """``call``'s reply, retried as `quotaguard.backends.redis.boundary` allows.
 
-        On a cluster, a decide that meets its slot in migration is made again in its
-        single-key form (see `quotaguard.backends.redis.migration`), whose commands
-        follow ``ASK`` on one connection (``asking``, see
-        `quotaguard.backends.redis.asking`).
+        The single-key form of a decision in migration follows ``ASK`` on one connection
+        (``asking``, see `quotaguard.backends.redis.asking`).
         """
-        attempt = 0
-        single_keys = False
+        edge = self.edge
+        attempts = Attempts(edge.settings, edge.failures, deadline, self._cluster)
         while True:
             try:
-                if single_keys:
+                if attempts.single_keys:
                     single_key_form = during_migration(call)  # type: ignore[arg-type]
                     return await self._drive(single_key_form, deadline, asking=True)
                 return await self._execute(call, asking)
@@ -135,13 +126,7 @@ class AsyncRedisBackend(RedisBackendBase):
             except Exception as error:
                 if self._refresh is not None:
                     self._refresh.after_failure(error)
-                if self._cluster and migrating(error) and can_migrate(call):
-                    single_keys = True
-                pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
-                if pause is None:
-                    self.edge.failures.record(error)
-                    raise unavailable(error) from error
-            attempt += 1
+                pause = attempts.pause_after(error, call)
             await asyncio.sleep(pause)
 
     async def _drive(self, operation: Operation[T], deadline: float, asking: bool = False) -> T:
@@ -165,29 +150,38 @@ class AsyncRedisBackend(RedisBackendBase):
             raise unavailable(error) from error
 
     async def _check_eviction(self) -> None:
+        info: Any
         try:
-            if self._cluster:
-                info = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
-            else:
-                info = await self.client.info("memory")
-        except ResponseError:  # managed servers may refuse INFO: then say nothing
-            self.edge.eviction_checked = True
-            return
-        except Exception:  # unreachable: check at the next call
-            return
-        self.edge.checked_eviction(info)
+            info = await self.client.info("memory", **self._info_options())
+        except Exception as error:
+            info = error
+        self._read_eviction(info)
 
     async def _execute(self, call: Call, asking: bool = False) -> Any:
+        """``call``'s reply, holding a connection only while the call is in flight.
+
+        A decision waiting for its batch holds none: the batch's leader takes one.
+        """
+        coalesced = None if asking else self._coalesced(call)
+        if coalesced is not None:
+            reply = await self._coalescer.call(coalesced, self._node_of(coalesced))
+            if reply is not SINGLE:
+                return reply
+        async with self._gate:
+            return await self._execute_alone(call, asking)
+
+    async def _execute_alone(self, call: Call, asking: bool) -> Any:
+        client: Any = self.client
         if isinstance(call, ScriptCall):
-            return await self._evalsha(call, self._sender(call.keys, asking))
+            return await self._evalsha_by(call, self._sender(call.keys, asking))
         if isinstance(call, CommandCall):
             if asking and self._cluster:  # single-key commands only: args[1] is the key
-                return await where_the_key_is(self.client, call.args[1], *call.args)  # type: ignore[arg-type]
-            return await self.client.execute_command(*call.args)
+                return await where_the_key_is(client, call.args[1], *call.args)
+            return await client.execute_command(*call.args)
         if isinstance(call, ScanCall):
-            return await self._scan(call)
+            return scan_page(call, await client.scan(call.cursor, **self._scan_options(call)))
         if isinstance(call, NodesCall):
-            return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
+            return self._nodes()
         return await self._reserve(call)
 
     def _sender(self, keys: Sequence[Any], asking: bool) -> Callable[..., Awaitable[Any]]:
@@ -197,66 +191,46 @@ class AsyncRedisBackend(RedisBackendBase):
             return functools.partial(where_the_key_is, client, keys[0])
         return client.execute_command  # type: ignore[no-any-return]
 
-    async def _evalsha(self, call: ScriptCall, send: Callable[..., Awaitable[Any]]) -> Any:
-        """EVALSHA straight through ``send``, no ``Script`` wrapper per call.
-
-        After NOSCRIPT (restart, failover, ``SCRIPT FLUSH``): load the script, retry once.
-        """
-        script = self._scripts[call.script]
-        keys = call.keys
+    async def _evalsha_by(self, call: ScriptCall, send: Callable[..., Awaitable[Any]]) -> Any:
+        """``call`` through ``send``; after NOSCRIPT: load the script, retry once."""
         try:
-            return await send("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            return await send(*self._evalsha(call))
         except NoScriptError:
-            script.sha = await self.client.script_load(script.script)
-            return await send("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            self._loaded(call, await self.client.script_load(self._source(call)))
+            return await send(*self._evalsha(call))
 
-    async def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
-        client: Any = self.client
-        if call.node is None:
-            return await client.scan(call.cursor, match=call.match, count=call.count)  # type: ignore[no-any-return]
-        cursors, keys = await client.scan(
-            call.cursor, match=call.match, count=call.count, target_nodes=call.node
-        )
-        return next(iter(cursors.values())), keys
+    async def _send_to(self, call: ScriptCall, node: Any) -> Any:
+        """``call`` on ``node`` (None: where the client routes it by its keys)."""
+        send: Any = self.client.execute_command
+        async with self._gate:
+            if node is None:
+                return await self._evalsha_by(call, send)
+            return await self._evalsha_by(call, functools.partial(send, target_nodes=node))
 
     async def _reserve(self, call: ReserveCall) -> Any:
-        script = self._scripts[call.call.script]
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
-            pipe.execute_command(
-                "EVALSHA", script.sha, len(call.call.keys), *call.call.keys, *call.call.args
-            )
+            pipe.execute_command(*self._evalsha(call.call))
             pipe.set(call.owner_key, call.owner, px=call.px)
-            replies = await pipe.execute(raise_on_error=False)
-            if isinstance(replies[0], NoScriptError):
-                script.sha = await self.client.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return replies[0]
+            reply = reserve_reply(await pipe.execute(raise_on_error=False))
+            if reply is not None:
+                return reply
+            self._loaded(call.call, await self.client.script_load(self._source(call.call)))
         raise NoScriptError("NOSCRIPT persists after SCRIPT LOAD")
 
     async def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
         """See `RedisBackend.decide`."""
-        edge = self.edge
-        customer, cost, scope, plan, now, _, shadow = request
-        operation = self._decide(catalogue, request)
+        operation, outage = self._decision(catalogue, request)
         try:
-            decision = await self._run(
-                edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
-            )
+            return await self._run(operation)
         except BackendUnavailable as error:
-            return edge.outage_answer(
-                error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
-            )
-        return decision
+            return outage(error)
 
     async def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `quotaguard.backends.base.Backend.settle`."""
-        return await self._run(self._settle(lease_id, actual, now, self.edge.local.forget))
+        return await self._run(self._settling(lease_id, actual, now))
 
     async def peek(
         self,
@@ -275,13 +249,11 @@ class AsyncRedisBackend(RedisBackendBase):
 
     async def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
         """See `quotaguard.backends.base.Backend.update_meta`."""
-        self.edge.local.forget(customer)
-        return await self._run(self._update_meta(customer, change))
+        return await self._run(self._changing(customer, change))
 
     async def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `quotaguard.backends.base.Backend.reset`."""
-        self.edge.local.forget(customer)
-        await self._run(self._reset(customer, limits))
+        await self._run(self._resetting(customer, limits))
 
     async def record_audit(self, customer: str, entry: AuditEntry) -> None:
         """See `quotaguard.backends.base.Backend.record_audit`."""

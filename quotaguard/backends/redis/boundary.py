@@ -40,7 +40,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .codec import unavailable
+from .codec import Call, unavailable
+from .migration import can_migrate, migrating
 from .settings import ClientSettings
 
 logger = logging.getLogger("quotaguard.backends.redis")
@@ -89,6 +90,30 @@ def _broken(error: BaseException) -> bool:
     return isinstance(error, AttributeError) and "writelines" in str(error)
 
 
+_ELSEWHERE = ("non local key", "TRYAGAIN", "same slot")
+
+
+def elsewhere(error: BaseException) -> bool:
+    """Whether a script's ``error`` says one of its keys is not served by that node.
+
+    Raised by the first command that touches the key, before the script wrote it.
+    """
+    text = str(error)
+    return any(mark in text for mark in _ELSEWHERE)
+
+
+def may_have_run(error: BaseException) -> bool:
+    """Whether a command that failed with ``error`` may have run on the server.
+
+    A timeout waiting for the reply, or a connection that broke while it was awaited.
+    Every other failure of a script call is a refusal before it ran (a redirection,
+    ``TRYAGAIN``, a cross-slot or unknown script, a connection that could not be used).
+    """
+    if isinstance(error, TimeoutError):
+        return not _connecting(error)
+    return isinstance(error, ConnectionError) and not _broken(error)
+
+
 def retry_pause(
     error: BaseException, attempt: int, remaining: float, settings: ClientSettings
 ) -> float | None:
@@ -109,6 +134,37 @@ def retry_pause(
     if remaining - pause < settings.attempt:
         return None
     return pause
+
+
+class Attempts:
+    """The attempts at one call within its budget: what both drivers' retry loops share.
+
+    On a cluster, a decide that meets its slot in migration is made again in its
+    single-key form (``single_keys``, see `quotaguard.backends.redis.migration`).
+    """
+
+    def __init__(
+        self, settings: ClientSettings, failures: FailureLog, deadline: float, cluster: bool
+    ) -> None:
+        self.settings = settings
+        self.failures = failures
+        self.deadline = deadline
+        self.cluster = cluster
+        self.count = 0
+        """Attempts failed so far."""
+        self.single_keys = False
+        """Whether the next attempt uses the single-key form."""
+
+    def pause_after(self, error: Exception, call: Call) -> float:
+        """Seconds to wait before the next attempt; raises `BackendUnavailable` if none."""
+        if self.cluster and migrating(error) and can_migrate(call):
+            self.single_keys = True
+        pause = retry_pause(error, self.count, self.deadline - time.monotonic(), self.settings)
+        if pause is None:
+            self.failures.record(error)
+            raise unavailable(error) from error
+        self.count += 1
+        return pause
 
 
 class FailureLog:

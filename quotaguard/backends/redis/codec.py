@@ -30,7 +30,7 @@ from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
 from quotaguard.core.customer import NO_META, CustomerMeta, Revocation
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
-from quotaguard.core.errors import BackendUnavailable, LeaseError
+from quotaguard.core.errors import BackendUnavailable, LeaseError, shown
 from quotaguard.core.meaning import meaning
 from quotaguard.core.pipeline import conclude, evaluate, resolve, viewed
 from quotaguard.core.policy import (
@@ -444,7 +444,7 @@ class RedisBackendBase:
         if owner is None:
             raw = yield CommandCall(("GET", self.keys.lease_owner(token)))
             if raw is None:
-                raise LeaseError(f"unknown or expired lease {lease_id!r}")
+                raise LeaseError(f"unknown or expired lease {shown(lease_id)}")
             owner = _text(raw)
         base, estimate_json, units, plan = owner.split("\n")
         if changed is not None:
@@ -465,7 +465,7 @@ class RedisBackendBase:
             [self._now_arg(now), _json(actual), token, plan, deltas],
         )
         if reply[0] == 0:
-            raise LeaseError(f"unknown or expired lease {lease_id!r}")
+            raise LeaseError(f"unknown or expired lease {shown(lease_id)}")
         if reply[0] == 1:
             return Settlement(lease_id, estimate, json.loads(_text(reply[1])), True)
         return Settlement(lease_id, estimate, actual, False)

@@ -32,6 +32,9 @@ DEFAULT_MAX_STALENESS = 1.0
 DEFAULT_CACHE_SIZE = 10_000
 """Customers whose denial one process remembers (``local_cache_size=``)."""
 
+DEFAULT_MAX_BATCH = 64
+"""Decisions coalesced into one script call at most (``max_batch=``)."""
+
 
 def _positive(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
     if value.__class__ not in (int, float) or not math.isfinite(value) or value <= 0:
@@ -46,6 +49,12 @@ def _positive_int(instance: Any, attribute: attrs.Attribute[int], value: int) ->
 def _not_negative(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
     if value.__class__ not in (int, float) or not math.isfinite(value) or value < 0:
         raise ConfigurationError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+def _flag(value: Any) -> bool:
+    if value.__class__ is bool or (value.__class__ is int and value in (0, 1)):
+        return bool(value)
+    raise ConfigurationError(f"coalesce must be true or false (1 or 0), got {value!r}")
 
 
 @attrs.frozen
@@ -75,6 +84,10 @@ class ClientSettings:
     """Seconds a denial may be answered from the local cache (0: never)."""
     local_cache_size: int = attrs.field(default=DEFAULT_CACHE_SIZE, validator=_positive_int)
     """Denials one process remembers at most."""
+    coalesce: bool = attrs.field(default=True, converter=_flag)
+    """Whether decisions in flight at once share one script call (see docs/redis.md)."""
+    max_batch: int = attrs.field(default=DEFAULT_MAX_BATCH, validator=_positive_int)
+    """Decisions coalesced into one script call at most."""
 
     @property
     def attempt(self) -> float:

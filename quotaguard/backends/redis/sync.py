@@ -1,6 +1,8 @@
 """The synchronous Redis backend: `RedisBackend` (redis-py ``Redis`` or ``RedisCluster``).
 
-Only the I/O lives here; everything else is in `quotaguard.backends.redis.codec`.
+A thin driver: only the blocking I/O lives here; the operations are in
+`quotaguard.backends.redis.codec`, everything else the two drivers share in
+`quotaguard.backends.redis.driver`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
-from redis.commands.core import Script
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from quotaguard.backends.base import MetaChange
 from quotaguard.clock import Clock
@@ -25,36 +26,40 @@ from quotaguard.core.errors import BackendUnavailable, QuotaguardError
 from quotaguard.core.policy import Cost
 from quotaguard.core.request import Request
 
-from .boundary import retry_pause
+from .boundary import Attempts
+from .coalesce import ThreadCoalescer
 from .codec import (
-    SCRIPTS,
     Call,
     CommandCall,
     NodesCall,
     Operation,
-    RedisBackendBase,
     ReserveCall,
     ScanCall,
     ScriptCall,
     unavailable,
 )
-from .edge import Edge
+from .driver import RedisDriver, reserve_reply, scan_page
 from .eviction import EvictionHook
-from .migration import can_migrate, during_migration, migrating
+from .lanes import SINGLE
+from .migration import during_migration
 from .settings import ClientSettings
 
 T = TypeVar("T")
 
 
-class RedisBackend(RedisBackendBase):
+class RedisBackend(RedisDriver):
     """Shares every customer's limits between processes through Redis (or Redis Cluster).
 
-    One script call per decision. ``client`` is a ``redis.Redis`` or
+    One script call per decision, or per batch of the decisions in flight together (see
+    docs/redis.md, Coalescing). ``client`` is a ``redis.Redis`` or
     ``redis.cluster.RedisCluster``; ``prefix`` starts every key; without ``clock`` the
     Redis server's ``TIME`` is the clock. ``settings`` bound each call (time budget,
-    calls in flight) and size the local cache of denials; ``on_eviction_risk`` is called
-    once if the server's ``maxmemory-policy`` can evict quotaguard's keys.
+    calls in flight), size the local cache of denials and the batches;
+    ``on_eviction_risk`` is called once if the server's ``maxmemory-policy`` can evict
+    quotaguard's keys.
     """
+
+    client: redis.Redis | RedisCluster
 
     def __init__(
         self,
@@ -65,19 +70,10 @@ class RedisBackend(RedisBackendBase):
         settings: ClientSettings | None = None,
         on_eviction_risk: EvictionHook | None = None,
     ) -> None:
-        super().__init__(prefix, clock)
-        self.client = client
-        """The redis-py client."""
-        self.edge = Edge(settings, on_eviction_risk)
-        """Settings, failure log, local answers and eviction check of this backend."""
-        self._gate = threading.BoundedSemaphore(self.edge.settings.max_connections)
-        self._cluster = isinstance(client, RedisCluster)
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(source) for name, source in SCRIPTS.items()
-        }
-
-    def __repr__(self) -> str:
-        return f"RedisBackend({self.client!r}, prefix={self.keys.prefix!r})"
+        super().__init__(client, prefix, clock, settings, on_eviction_risk)
+        settings = self.edge.settings
+        self._gate = threading.BoundedSemaphore(settings.max_connections)
+        self._coalescer = ThreadCoalescer(self._send_to, settings.max_batch)
 
     def _run(self, operation: Operation[T]) -> T:
         """Drive ``operation`` within the call's budget; only QuotaguardErrors leave."""
@@ -102,28 +98,18 @@ class RedisBackend(RedisBackendBase):
             self._gate.release()
 
     def _bounded(self, call: Call, deadline: float) -> Any:
-        """``call``'s reply, retried as `retry_pause` allows before ``deadline``.
-
-        On a cluster, a decide that meets its slot in migration is made again in its
-        single-key form (see `quotaguard.backends.redis.migration`).
-        """
-        attempt = 0
-        single_keys = False
+        """``call``'s reply, retried as `quotaguard.backends.redis.boundary` allows."""
+        edge = self.edge
+        attempts = Attempts(edge.settings, edge.failures, deadline, self._cluster)
         while True:
             try:
-                if single_keys:
+                if attempts.single_keys:
                     return self._drive(during_migration(call), deadline)  # type: ignore[arg-type]
-                return self._execute(call)
+                return self._execute(call, deadline)
             except QuotaguardError:
                 raise
             except Exception as error:
-                if self._cluster and migrating(error) and can_migrate(call):
-                    single_keys = True
-                pause = retry_pause(error, attempt, deadline - time.monotonic(), self.edge.settings)
-                if pause is None:
-                    self.edge.failures.record(error)
-                    raise unavailable(error) from error
-            attempt += 1
+                pause = attempts.pause_after(error, call)
             if pause:
                 time.sleep(pause)
 
@@ -137,68 +123,52 @@ class RedisBackend(RedisBackendBase):
             return stop.value  # type: ignore[no-any-return]
 
     def _check_eviction(self) -> None:
+        info: Any
         try:
-            if self._cluster:
-                info = self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
-            else:
-                info = self.client.info("memory")
-        except ResponseError:  # managed servers may refuse INFO: then say nothing
-            self.edge.eviction_checked = True
-            return
-        except Exception:  # unreachable: check at the next call
-            return
-        self.edge.checked_eviction(info)
+            info = self.client.info("memory", **self._info_options())
+        except Exception as error:
+            info = error
+        self._read_eviction(info)
 
-    def _execute(self, call: Call) -> Any:
+    def _execute(self, call: Call, deadline: float) -> Any:
+        coalesced = self._coalesced(call)
+        if coalesced is not None:
+            reply = self._coalescer.call(coalesced, self._node_of(coalesced), deadline)
+            if reply is not SINGLE:
+                return reply
+        client: Any = self.client
         if isinstance(call, ScriptCall):
-            return self._evalsha(call)
+            return self._send_to(call, None)
         if isinstance(call, CommandCall):
-            return self.client.execute_command(*call.args)  # type: ignore[no-untyped-call]
+            return client.execute_command(*call.args)
         if isinstance(call, ScanCall):
-            return self._scan(call)
+            return scan_page(call, client.scan(call.cursor, **self._scan_options(call)))
         if isinstance(call, NodesCall):
-            return self.client.get_primaries() if self._cluster else [None]  # type: ignore[union-attr]
+            return self._nodes()
         return self._reserve(call)
 
-    def _evalsha(self, call: ScriptCall) -> Any:
-        """EVALSHA straight through ``execute_command``, no ``Script`` wrapper per call.
+    def _send_to(self, call: ScriptCall, node: Any) -> Any:
+        """``call`` on ``node`` (None: where the client routes it by its keys).
 
         After NOSCRIPT (restart, failover, ``SCRIPT FLUSH``): load the script, retry once.
         """
-        script = self._scripts[call.script]
-        keys = call.keys
         client: Any = self.client
+        options = {} if node is None else {"target_nodes": node}
         try:
-            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
+            return client.execute_command(*self._evalsha(call), **options)
         except NoScriptError:
-            script.sha = client.script_load(script.script)
-            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *call.args)
-
-    def _scan(self, call: ScanCall) -> tuple[int, list[Any]]:
-        client: Any = self.client
-        if call.node is None:
-            return client.scan(call.cursor, match=call.match, count=call.count)  # type: ignore[no-any-return]
-        cursors, keys = client.scan(
-            call.cursor, match=call.match, count=call.count, target_nodes=call.node
-        )
-        return next(iter(cursors.values())), keys
+            self._loaded(call, client.script_load(self._source(call)))
+            return client.execute_command(*self._evalsha(call), **options)
 
     def _reserve(self, call: ReserveCall) -> Any:
-        script = self._scripts[call.call.script]
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
-            pipe.execute_command(
-                "EVALSHA", script.sha, len(call.call.keys), *call.call.keys, *call.call.args
-            )
+            pipe.execute_command(*self._evalsha(call.call))
             pipe.set(call.owner_key, call.owner, px=call.px)
-            replies = pipe.execute(raise_on_error=False)
-            if isinstance(replies[0], NoScriptError):
-                script.sha = self.client.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return replies[0]
+            reply = reserve_reply(pipe.execute(raise_on_error=False))
+            if reply is not None:
+                return reply
+            self._loaded(call.call, self.client.script_load(self._source(call.call)))
         raise NoScriptError("NOSCRIPT persists after SCRIPT LOAD")
 
     def decide(self, catalogue: PlanCatalogue, request: Request) -> Decision:
@@ -208,24 +178,17 @@ class RedisBackend(RedisBackendBase):
         `quotaguard.backends.redis.local`); while Redis is unreachable, a known revocation
         or denial answers instead of `BackendUnavailable`.
         """
-        edge = self.edge
-        customer, cost, scope, plan, now, _, shadow = request
-        operation = self._decide(catalogue, request)
+        operation, outage = self._decision(catalogue, request)
         try:
-            decision = self._run(
-                edge.unless_denied(catalogue, customer, cost, scope, plan, shadow, now, operation)
-            )
+            return self._run(operation)
         except BackendUnavailable as error:
-            return edge.outage_answer(
-                error, self._meta, catalogue, customer, cost, scope, plan, shadow, now
-            )
-        return decision
+            return outage(error)
 
     def settle(
         self, catalogue: PlanCatalogue, lease_id: str, actual: Cost, now: int | None
     ) -> Settlement:
         """See `quotaguard.backends.base.Backend.settle`."""
-        return self._run(self._settle(lease_id, actual, now, self.edge.local.forget))
+        return self._run(self._settling(lease_id, actual, now))
 
     def peek(
         self,
@@ -244,13 +207,11 @@ class RedisBackend(RedisBackendBase):
 
     def update_meta(self, customer: str, change: MetaChange) -> CustomerMeta:
         """See `quotaguard.backends.base.Backend.update_meta`."""
-        self.edge.local.forget(customer)
-        return self._run(self._update_meta(customer, change))
+        return self._run(self._changing(customer, change))
 
     def reset(self, customer: str, limits: Collection[str] | None) -> None:
         """See `quotaguard.backends.base.Backend.reset`."""
-        self.edge.local.forget(customer)
-        self._run(self._reset(customer, limits))
+        self._run(self._resetting(customer, limits))
 
     def record_audit(self, customer: str, entry: AuditEntry) -> None:
         """See `quotaguard.backends.base.Backend.record_audit`."""
