@@ -187,7 +187,11 @@ def limit_args(limit: Limit) -> str:
 
 
 def plan_arg(limits: tuple[Limit, ...]) -> str:
-    """A plan's limits as settle.lua reads them: ``"kind name a b c "`` per limit."""
+    """A plan's limits as text: ``"kind name|meaning a b c "`` per limit.
+
+    The lease owner record keeps this text; `plan_msgpack` turns it into what the
+    scripts read.
+    """
     return "".join(limit_args(limit) for limit in limits)
 
 
@@ -202,14 +206,16 @@ def _msgpack(value: str | int | float) -> bytes:
     return b"\xcb" + struct.pack(">d", float(value))
 
 
-def plan_msgpack(limits: tuple[Limit, ...]) -> bytes:
-    """A plan's limits as decide.lua reads them, decoded in C by its ``cmsgpack``.
+def plan_msgpack(text: str) -> bytes:
+    """A plan's text (`plan_arg`) as every script reads it, decoded in C by ``cmsgpack``.
 
-    One MessagePack array, five items per limit: kind, name, a, b, c.
+    One MessagePack array, five items per limit: kind, name|meaning, a, b, c (see
+    decide.lua). The one plan encoding of the scripts.
     """
     items: list[str | int | float] = []
-    for limit in limits:
-        kind, name, a, b, c = limit_args(limit).split()
+    words = text.split()
+    for at in range(0, len(words), 5):
+        kind, name, a, b, c = words[at : at + 5]
         items += (kind, name, *(int(x) if x.isdigit() else float(x) for x in (a, b, c)))
     size = len(items)
     head = bytes((0x90 | size,)) if size < 16 else b"\xdc" + struct.pack(">H", size)
@@ -347,7 +353,8 @@ class RedisBackendBase:
         cached = self._plans.get(id(plan))
         if cached is not None and cached[0] is plan:
             return cached
-        cached = (plan, plan_arg(plan.limits), plan_msgpack(plan.limits))
+        text = plan_arg(plan.limits)
+        cached = (plan, text, plan_msgpack(text))
         if len(self._plans) >= 1024:
             self._plans.clear()
         self._plans[id(plan)] = cached
@@ -491,7 +498,7 @@ class RedisBackendBase:
         reply = yield ScriptCall(
             "settle",
             [self.keys.lease(base, token), base + ":s"],
-            [self._now_arg(now), _json(actual), token, plan, deltas],
+            [self._now_arg(now), _json(actual), token, plan_msgpack(plan), deltas],
         )
         if reply[0] == 0:
             raise LeaseError(f"unknown or expired lease {lease_id!r}")
