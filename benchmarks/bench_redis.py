@@ -210,6 +210,31 @@ def bytes_per_customer(url: str) -> tuple[int, int]:
     return _memory(client, "mem", "typical"), _memory(client, "mem", "busy")
 
 
+def server_us_per_decision(url: str, customers: int = 200, rounds: int = 10) -> float:
+    """Redis server time per decision of the 3-limit plan: INFO commandstats usec per EVALSHA.
+
+    Every customer has used the plan before (its rings hold buckets), as in production.
+    """
+    client = redis.Redis.from_url(url)
+    clock = FakeClock()
+    guard = Guard(
+        [THREE_LIMITS], RedisBackend(client, prefix="cpu"), default_plan="three", clock=clock
+    )
+    ids = [f"customer-{i}" for i in range(customers)]
+    for _ in range(3):
+        for customer in ids:
+            guard.acquire(customer, {"tokens": 100})
+        clock.advance(60)
+    client.config_resetstat()
+    for _ in range(rounds):
+        for customer in ids:
+            guard.acquire(customer, {"tokens": 100})
+        clock.advance(1)
+    stats = client.info("commandstats")["cmdstat_evalsha"]
+    guard.close()
+    return float(stats["usec"]) / float(stats["calls"])
+
+
 def parser_name() -> str:
     """Which reply parser redis-py uses here: hiredis when installed, else pure Python."""
     try:
@@ -241,6 +266,9 @@ def main() -> None:
         print(f"| {'-' * 52} | {'-' * 6}: |")
         print(f"| {'after one call':52} | {typical:6} |")
         print(f"| {'20 calls/hour for a week (both rings full)':52} | {busy:6} |")
+        server_us = server_us_per_decision(url)
+        print("\n## Redis server time per decision, 3-limit plan (INFO commandstats)\n")
+        print(f"{server_us:.2f} us per EVALSHA (one decision per call)")
 
         qg = "quotaguard 3 limits, 1 EVALSHA"
         sync_ref = "redis-py EVALSHA 'return 1' (reference)"
