@@ -45,7 +45,7 @@ end
 local now = clock(ARGV[3])
 local plan = cmsgpack.unpack(ARGV[5])
 local n = #plan / 5
-local st = read_state(redis.call('GET', KEYS[2]))
+local st = read_state(redis.call('GET', KEYS[2]), now)
 
 -- every limit's state as it reads it now (converted when its meaning changed)
 local kinds, names, states, in_plan = {}, {}, {}, {}

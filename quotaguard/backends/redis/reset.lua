@@ -6,7 +6,7 @@
 -- ARGV     the names of the limits to forget
 -- Reply:   the number of sections forgotten
 --
--- The other limits keep their states and the key keeps its TTL.
+-- The other limits keep their states and the key keeps its TTL and expiry.
 
 local st = read_state(redis.call('GET', KEYS[1]))
 local forget, dropped = {}, 0
@@ -17,7 +17,13 @@ for j = 1, #st.order do
   if forget[base_name(key)] then dropped = dropped + 1 else kept[#kept + 1] = key end
 end
 if dropped == 0 then return 0 end
-local blob = rebuild(st, {}, {}, {}, kept, st.expires)
+local expires, until_ = st.expires, st.until_
+if st.old then  -- the previous format kept no expiry: its TTL's end, by the server's clock
+  local t = redis.call('TIME')
+  expires = tonumber(t[1]) * 1000000 + tonumber(t[2]) + redis.call('PTTL', KEYS[1]) * 1000
+  until_ = expires
+end
+local blob = rebuild(st, {}, {}, {}, kept, expires, until_)
 if blob == nil then
   redis.call('DEL', KEYS[1])
 else

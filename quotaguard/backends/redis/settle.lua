@@ -31,7 +31,7 @@ local plan = cmsgpack.unpack(ARGV[4])
 local n = #plan / 5
 local deltas = {}
 for x in string.gmatch(ARGV[5], '%S+') do deltas[#deltas + 1] = tonumber(x) end
-local st = read_state(redis.call('GET', KEYS[2]))
+local st = read_state(redis.call('GET', KEYS[2]), now)
 
 local names, in_plan, news, windows = {}, {}, {}, {}
 local expiry = now

@@ -3,9 +3,12 @@
 -- script is still one EVALSHA). It is the only place that knows the layout.
 --
 -- Layout of <prefix>:{<id>}:s, one string per customer:
---   header    '<BI4I4d': 0 (the format marker), C = the offset where the ring regions
---             begin, U = the end of the sections, E = when the key expires (microseconds,
---             the caller's clock)
+--   header    '<BI4I4dd': 0 (the format marker), C = the offset where the ring regions
+--             begin, U = the end of the sections, E = the instant the state stops
+--             mattering (quotaguard.core's expiry: from then on it reads as absent, as
+--             the memory backend's record does), T = the instant the key's TTL was set
+--             to end (T >= E; renewed only when E passes it). Both in microseconds of the
+--             callers' clock.
 --   sections  bytes 18..U, one per limit name: byte #name, name, uint32le #state, state.
 --             The name is 'name|meaning' (see quotaguard.core.meaning); bytes U+1..C are
 --             room for the sections to grow in place.
@@ -30,9 +33,10 @@
 local byte, sub, floor, fmod = string.byte, string.sub, math.floor, math.fmod
 local pack, unpack_ = struct.pack, struct.unpack
 
-local HEADER = 17             -- bytes of the header
+local HEADER = 25             -- bytes of the header
+local HEADER_FORMAT = '<BI4I4dd'
 local ROOM = 64               -- spare bytes after the sections, to grow in place
-local REFRESH = 60000000      -- a TTL closer than this (us) to its end is always renewed
+local REFRESH = 60000000      -- a renewed TTL ends this long (us) after E: renewed rarely
 local RING_HEAD = '<ddddI4I4B'
 local SLOT_FORMAT = {[1] = '<I1', [2] = '<I2', [4] = '<I4', [8] = '<d'}
 local SLOT_LIMIT = {[1] = 256, [2] = 65536, [4] = 4294967296}
@@ -50,6 +54,14 @@ end
 local function millis(ms)
   if ms > 9007199254741 then ms = 9007199254741 end
   return string.format('%d', ms)
+end
+
+-- the TTL of a key that must live until `until_`: at least a second, since a state that
+-- matters for microseconds must outlive the call's clock against the server's
+local function ttl_ms(until_, now)
+  local ms = math.ceil((until_ - now) / 1000)
+  if ms < 1000 then ms = 1000 end
+  return millis(ms)
 end
 
 -- a number for a reply: whole numbers as integers, others exactly as text
@@ -73,15 +85,22 @@ local function granularity_of(full)
   return tonumber(string.match(full, ':(%d+)$'))
 end
 
--- A customer's stored state: `states` and `fulls` (the full section names) by slot, in
--- `order`; `expires` (E), `room` (C), whether the string is of the previous format (`old`).
-local function read_state(blob)
-  local st = {blob = blob, states = {}, fulls = {}, order = {}, expires = 0, room = 0, old = false}
+-- A customer's stored state at `now` (nil: whatever its expiry): `states` and `fulls`
+-- (the full section names) by slot, in `order`; `expires` (E), `until_` (T), `room` (C),
+-- whether the string is of the previous format (`old`). A state past its expiry E reads
+-- as absent, blob included: the next write starts it afresh.
+local function read_state(blob, now)
+  local st = {blob = blob, states = {}, fulls = {}, order = {}, expires = 0, until_ = 0,
+              room = 0, old = false}
   if not blob then return st end
   local pos, stop = 1, #blob
   if byte(blob, 1) == 0 then
-    local _, room, used, expires = unpack_('<BI4I4d', blob)
-    pos, stop, st.room, st.expires = HEADER + 1, used, room, expires
+    local _, room, used, expires, until_ = unpack_(HEADER_FORMAT, blob)
+    if now and expires <= now then
+      st.blob = nil
+      return st
+    end
+    pos, stop, st.room, st.expires, st.until_ = HEADER + 1, used, room, expires, until_
   else
     st.old = true
   end
@@ -331,8 +350,8 @@ end
 
 -- the whole string anew: `names`/`news` the plan's sections (a string, a ring, or false
 -- when empty), `kept` the full names of the other sections to keep; regions allocated
--- for every ring (`windows[i]`: the slots a plan's ring needs)
-local function rebuild(st, names, news, windows, kept, expiry)
+-- for every ring (`windows[i]`: the slots a plan's ring needs); E = expiry, T = until_
+local function rebuild(st, names, news, windows, kept, expiry, until_)
   local heads, rings = {}, {}
   for i = 1, #names do
     local state = news[i]
@@ -374,7 +393,7 @@ local function rebuild(st, names, news, windows, kept, expiry)
       slots == 0 and 0 or off, slots, width))
     off = off + slots * width
   end
-  return pack('<BI4I4d', 0, room, used, expiry) .. table.concat(heads)
+  return pack(HEADER_FORMAT, 0, room, used, expiry, until_) .. table.concat(heads)
     .. string.rep('\0', room - used) .. table.concat(regions)
 end
 
@@ -425,28 +444,22 @@ local function store(key, st, names, news, windows, in_plan, expiry, now)
     local text = table.concat(heads)
     local used = HEADER + #text
     if used <= st.room then
-      local renew = expiry > st.expires or st.expires - now < REFRESH
-      if not renew then expiry = st.expires end
-      redis.call('SETRANGE', key, 0, pack('<BI4I4d', 0, st.room, used, expiry) .. text)
+      local until_ = st.until_
+      local renew = expiry > until_
+      if renew then until_ = expiry + REFRESH end
+      redis.call('SETRANGE', key, 0, pack(HEADER_FORMAT, 0, st.room, used, expiry, until_) .. text)
       for j = 1, #writes do redis.call('SETRANGE', key, writes[j][1], writes[j][2]) end
-      if renew then
-        local ttl = math.ceil((expiry - now) / 1000)
-        if ttl < 1000 then ttl = 1000 end
-        redis.call('PEXPIRE', key, millis(ttl))
-      end
+      if renew then redis.call('PEXPIRE', key, ttl_ms(until_, now)) end
       return
     end
   end
-  local blob = rebuild(st, names, news, windows, kept, expiry)
+  local until_ = expiry + REFRESH
+  local blob = rebuild(st, names, news, windows, kept, expiry, until_)
   if blob == nil then
     if st.blob then redis.call('DEL', key) end
     return
   end
-  -- at least a second: a state that matters for microseconds (a bucket refilling faster
-  -- than one unit per microsecond) must outlive the call's clock against the server's
-  local ttl = math.ceil((expiry - now) / 1000)
-  if ttl < 1000 then ttl = 1000 end
-  redis.call('SET', key, blob, 'PX', millis(ttl))
+  redis.call('SET', key, blob, 'PX', ttl_ms(until_, now))
 end
 
 -- -- token buckets --------------------------------------------------------------------
