@@ -6,18 +6,19 @@
 --
 -- KEYS[1]  the customer's settings hash (fields v = version, m = JSON)
 -- KEYS[2]  the customer's state string (every limit's state, see state.lua)
--- KEYS[3]  the lease record to create when admitted (only with a lease, ARGV[6])
+-- KEYS[3]  the lease record to create when admitted (only with a lease, ARGV[4])
 -- ARGV[1]  mode: 'd' decide (consume when every limit admits), 'p' peek (read only)
 -- ARGV[2]  the settings version the caller resolved its plan with ('' = no settings)
 -- ARGV[3]  now in integer microseconds, or '' for the server's TIME
--- ARGV[4]  the cost charged to every limit, or one amount per limit, space-separated
--- ARGV[5]  the plan: a MessagePack array of five items per limit: kind, name|meaning, a, b, c
+-- ARGV[4]  lease token ('' = no lease)
+-- ARGV[5]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
+-- ARGV[6]  the lease record's time-to-live in microseconds (kept for twice that)
+-- ARGV[7]  n, the number of limits of the plan
+-- ARGV[8..7+5n]  the plan, five items per limit: kind, name|meaning, a, b, c
 --          token bucket 't': a = interval_us, b = capacity
 --          rolling window 'r': a = quota, b = window_us, c = granularity_us
 --          concurrency 'c': a = max_in_flight, b = lease_ttl_us
--- ARGV[6]  lease token (absent or '' = no lease)
--- ARGV[7]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
--- ARGV[8]  the lease record's time-to-live in microseconds (kept for twice that)
+-- ARGV[8+5n..]  the cost charged to every limit, or one amount per limit (mode 'd')
 -- Reply:   {0, version, json}  the stored settings differ from ARGV[2]: resolve again
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), false when
@@ -28,9 +29,10 @@
 --          concurrency limit's "lease,expiry;" text. Numbers that are not whole are sent
 --          as '%.17g' strings.
 --
--- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles. A
--- refusal walks the refused window's buckets for the reply (at most window / g of them);
--- everything else costs the same whatever the number of buckets.
+-- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles. Every
+-- limit is checked first; only when all admit are the rings changed. A refusal walks
+-- the refused window's buckets for the reply (at most window / g of them); everything
+-- else costs the same whatever the number of buckets.
 
 -- While the customer's slot migrates between cluster nodes, the caller reads the
 -- settings itself and sends KEYS[1] = KEYS[2] (one key, served wherever the state is)
@@ -43,20 +45,19 @@ if KEYS[1] ~= KEYS[2] then
 end
 
 local now = clock(ARGV[3])
-local plan = cmsgpack.unpack(ARGV[5])
-local n = #plan / 5
+local n = tonumber(ARGV[7])
 local st = read_state(redis.call('GET', KEYS[2]), now)
 
 -- every limit's state as it reads it now (converted when its meaning changed)
-local kinds, names, states, in_plan = {}, {}, {}, {}
+local kinds, names, states = {}, {}, {}
 local converted = false
 for i = 1, n do
-  local at = 5 * i - 5
-  local kind, name = plan[at + 1], plan[at + 2]
-  local key = slot(name)
+  local at = 3 + 5 * i
+  local kind, name = ARGV[at], ARGV[at + 1]
   local changed
-  kinds[i], names[i], in_plan[key] = kind, name, true
-  states[i], changed = limit_state(st, key, name, kind, plan[at + 3], plan[at + 4], plan[at + 5], now)
+  kinds[i], names[i] = kind, name
+  states[i], changed = limit_state(st, name, kind, tonumber(ARGV[at + 2]),
+    tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), now)
   converted = converted or changed
 end
 
@@ -84,13 +85,10 @@ if ARGV[1] == 'p' then
   return reply
 end
 
-local costs, m = {}, 0
-for x in string.gmatch(ARGV[4], '%S+') do
-  m = m + 1
-  costs[m] = tonumber(x)
-end
-local token = ARGV[6] or ''
-local slot_ttl = tonumber(ARGV[7] or '')
+local first_cost = 8 + 5 * n
+local shared_cost = ARGV[first_cost + 1] == nil and tonumber(ARGV[first_cost])
+local token = ARGV[4]
+local slot_ttl = tonumber(ARGV[5])
 local EPSILON = 1e-9
 
 -- a concurrency limit's live slots {token, expiry} at `now`
@@ -112,16 +110,17 @@ local function slots_text(live)
   return table.concat(parts)
 end
 
+-- check every limit; the rings are changed only once all admit
 local allowed = true
 local expiry = now
-local news, windows, walk = {}, {}, {}
+local news, windows, rings, costs = {}, {}, {}, {}
 local reply = {1, now, 1}
 for i = 1, n do
   local kind, state = kinds[i], states[i]
-  local cost = costs[i] or costs[1]
-  local at = 5 * i - 5
+  local cost = shared_cost or tonumber(ARGV[first_cost + i - 1])
+  local at = 3 + 5 * i
   if kind == 't' then
-    local interval, capacity = plan[at + 3], plan[at + 4]
+    local interval, capacity = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
     local tat, carry = nil, 0
     if state then tat, carry = tb_read(state) end
     local backlog = tb_backlog(tat, carry, now)
@@ -140,30 +139,39 @@ for i = 1, n do
     end
     reply[3 + i] = state and tb_out(state) or false
   elseif kind == 'r' then
-    local quota, window, g = plan[at + 3], plan[at + 4], plan[at + 5]
+    local quota, window, g = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
     local ring = ring_evict(state, now, window)
     local total = ring and ring.total or 0
-    windows[i] = window / g
+    windows[i], rings[i], costs[i] = window / g, ring or false, cost
     if total + cost > quota then
       allowed = false
       if ring and ring_drop(ring, window) > expiry then expiry = ring_drop(ring, window) end
+      reply[3 + i] = ring and ring_flat(ring) or false
     else
-      local after = ring
-      if cost > 0 then after = ring_add(ring, now - fmod(now, g), cost, g) end
-      news[i] = after or false
-      if after then
-        if ring_drop(after, window) > expiry then expiry = ring_drop(after, window) end
-        walk[i] = floor(quota - after.total + EPSILON) <= 0
+      local last = ring and ring.last
+      if cost > 0 then last = now - fmod(now, g) end
+      if last then
+        local stop = last + window
+        local drop = stop - fmod(stop, g) + g
+        if drop > expiry then expiry = drop end
+      end
+      if not ring then
+        reply[3 + i] = false
+      elseif floor(quota - (total + cost) + EPSILON) <= 0 then  -- the caller walks them
+        reply[3 + i] = ring_flat(ring)
+      elseif ring.first == ring.last then
+        reply[3 + i] = {out(ring.total), ring.last, out(ring.lc)}
+      else
+        reply[3 + i] = {out(ring.total), ring.first, 0, ring.last, out(ring.lc)}
       end
     end
-    reply[3 + i] = ring or false
   else
     local live = slots_live(state)
     reply[3 + i] = slots_text(live)
-    if #live >= plan[at + 3] then
+    if #live >= tonumber(ARGV[at + 2]) then
       allowed = false
     elseif token ~= '' then
-      live[#live + 1] = {token, now + (slot_ttl or plan[at + 4])}
+      live[#live + 1] = {token, now + (slot_ttl or tonumber(ARGV[at + 3]))}
     end
     for j = 1, #live do
       if live[j][2] > expiry then expiry = live[j][2] end
@@ -172,31 +180,33 @@ for i = 1, n do
   end
 end
 
--- a window's reply: its buckets when the caller must walk them, else its head
-for i = 1, n do
-  local ring = reply[3 + i]
-  if kinds[i] == 'r' and ring then
-    if (not allowed) or walk[i] then
-      reply[3 + i] = ring_flat(ring)
-    elseif ring.first == ring.last then
-      reply[3 + i] = {out(ring.total), ring.last, out(ring.lc)}
-    else
-      reply[3 + i] = {out(ring.total), ring.first, 0, ring.last, out(ring.lc)}
-    end
-  end
-end
-
 if not allowed then
   reply[3] = 0
+  for i = 1, n do  -- an admitted window's reply is its buckets when another refused
+    local ring = rings[i]
+    if ring and type(reply[3 + i]) == 'table' and #reply[3 + i] <= 5 then
+      reply[3 + i] = ring_flat(ring)
+    end
+  end
   if converted then  -- the first decision under a changed definition keeps its conversion
-    store(KEYS[2], st, names, states, windows, in_plan, expiry, now)
+    store(KEYS[2], st, names, states, windows, expiry, now)
   end
   return reply
 end
 
-store(KEYS[2], st, names, news, windows, in_plan, expiry, now)
+for i = 1, n do
+  if kinds[i] == 'r' then
+    local ring, cost = rings[i], costs[i]
+    if cost > 0 then
+      local g = tonumber(ARGV[7 + 5 * i])
+      ring = ring_add(ring or nil, now - fmod(now, g), cost, g)
+    end
+    news[i] = ring
+  end
+end
+store(KEYS[2], st, names, news, windows, expiry, now)
 if token ~= '' and KEYS[3] then
-  local keep = 2 * tonumber(ARGV[8])
+  local keep = 2 * tonumber(ARGV[6])
   redis.call('SET', KEYS[3], string.format('%d', now + keep) .. ',' .. string.format('%d', now),
     'PX', millis(math.ceil(keep / 1000)))
 end

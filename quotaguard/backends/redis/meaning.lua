@@ -27,20 +27,22 @@ end
 
 -- -- meanings ---------------------------------------------------------------------------
 
--- the state of slot `key` of `st` as the state of the limit whose full section name is
--- `full` (kind, a, b, c as in decide.lua's plan) at `now`: quotaguard.core's
--- meaning.convert, operation for operation; nil when it starts fresh. A rolling window's
--- comes as a ring; `converted` tells whether the meaning differed.
-local function limit_state(st, key, full, kind, a, b, c, now)
-  local raw = st.states[key]
-  if raw == nil then return nil, false end
-  local stored = st.fulls[key]
-  if stored == full then
-    if kind == 'r' then return ring_read(st, key, c), st.old end
-    return raw, st.old
+-- the state of the limit whose full section name is `full` (kind, a, b, c as in
+-- decide.lua's plan) at `now`, from its own section or from its slot's section under
+-- another meaning: quotaguard.core's meaning.convert, operation for operation; nil when
+-- it starts fresh. A rolling window's comes as a ring, the others as their bytes;
+-- `converted` tells whether the meaning differed (or the format was the previous one).
+local function limit_state(st, full, kind, a, b, c, now)
+  if st.at[full] then
+    if kind == 'r' then return ring_read(st, full, c), st.old end
+    return stored(st, full), st.old
   end
+  local other = st.order[1] and stored_other(st, full)
+  if not other then return nil, false end
+  local raw = stored(st, other)
+  local stored_full = other
   local old, new = {}, {}
-  for p in string.gmatch(string.match(stored, '|(.*)$') or '', '[^:]+') do old[#old + 1] = p end
+  for p in string.gmatch(string.match(stored_full, '|(.*)$') or '', '[^:]+') do old[#old + 1] = p end
   for p in string.gmatch(string.match(full, '|(.*)$') or '', '[^:]+') do new[#new + 1] = p end
   if kind == 'c' then
     if old[1] == 'c' then return raw, true end
@@ -56,7 +58,7 @@ local function limit_state(st, key, full, kind, a, b, c, now)
     return tb_state(now, used * a) or nil, true
   end
   local g, old_g = c, tonumber(old[3])
-  local flat = ring_flat(ring_read(st, key, old_g))
+  local flat = ring_flat(ring_read(st, other, old_g))
   local moved = {tonumber(flat[1])}
   for j = 2, #flat, 2 do
     local latest = flat[j] + old_g - 1

@@ -70,28 +70,31 @@ local function ring_upgrade(s, g)
   return ring_from_buckets(flat, g)
 end
 
--- the rolling window kept in section `key` of `st`, with granularity g (nil: empty)
-local function ring_read(st, key, g)
-  local s = st.states[key]
-  if s == nil then return nil end
-  if st.old then return ring_upgrade(s, g) end
-  local total, first, last, lc, off, slots, width = unpack_(RING_HEAD, s)
+-- the rolling window kept in section `full` of `st`, with granularity g (nil: empty)
+local function ring_read(st, full, g)
+  local at = st.at[full]
+  if at == nil then return nil end
+  if st.old then return ring_upgrade(stored(st, full), g) end
+  local total, first, last, lc, off, slots, width = unpack_(RING_HEAD, st.blob, at)
   return {total = total, first = first, last = last, lc = lc, off = off, slots = slots,
           width = width, g = g, blob = st.blob, patch = false}
 end
 
--- the flat bucket list quotaguard.core's Ring.buckets() gives, numbers as `out` sends them
-local function ring_flat(r)
-  local flat = {out(r.total)}
-  for start = r.first, r.last - r.g, r.g do
+-- the flat bucket list quotaguard.core's Ring.buckets() gives, numbers as `out` sends
+-- them, of `r` as it was with newest bucket `last` holding `lc` and `total` in all (its
+-- own head by default: `ring_add` may have moved it on since)
+local function ring_flat(r, total, last, lc)
+  total, last, lc = total or r.total, last or r.last, lc or r.lc
+  local flat = {out(total)}
+  local n = 1
+  for start = r.first, last - r.g, r.g do
     local count = ring_get(r, start)
     if count ~= 0 then
-      flat[#flat + 1] = start
-      flat[#flat + 1] = out(count)
+      flat[n + 1], flat[n + 2] = start, out(count)
+      n = n + 2
     end
   end
-  flat[#flat + 1] = r.last
-  flat[#flat + 1] = out(r.lc)
+  flat[n + 1], flat[n + 2] = last, out(lc)
   return flat
 end
 
@@ -111,19 +114,23 @@ local function ring_evict(r, now, window)
   return ring_with(r, total, first, last, r.lc, r.patch)
 end
 
--- `r` (evicted) with `amount` more in the bucket starting at `current`
+-- `r` (evicted) with `amount` more in the bucket starting at `current`: `r` itself,
+-- changed (a ring in hand belongs to one call), or a new ring when there is none
 local function ring_add(r, current, amount, g)
   if r == nil then
     return {total = amount, first = current, last = current, lc = amount, off = 0, slots = 0,
             width = 1, g = g, patch = false}
   end
+  r.total = r.total + amount
   if r.last == current then
-    return ring_with(r, r.total + amount, r.first, current, r.lc + amount, r.patch)
+    r.lc = r.lc + amount
+    return r
   end
   local patch = r.patch or {}
   patch[r.last] = r.lc
   for start = r.last + g, current - g, g do patch[start] = 0 end
-  return ring_with(r, r.total + amount, r.first, current, amount, patch)
+  r.patch, r.last, r.lc = patch, current, amount
+  return r
 end
 
 -- quotaguard.core.rolling_window._refunded: up to `refund` units out of the bucket at `start`

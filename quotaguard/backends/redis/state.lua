@@ -86,12 +86,14 @@ local function granularity_of(full)
   return tonumber(string.match(full, ':(%d+)$'))
 end
 
--- A customer's stored state at `now` (nil: whatever its expiry): `states` and `fulls`
--- (the full section names) by slot, in `order`; `expires` (E), `until_` (T), `room` (C),
+-- A customer's stored state at `now` (nil: whatever its expiry): for each section, by
+-- its full name (`name|meaning`), where its state begins in `blob` (`at`) and its length
+-- (`size`); the full names in stored `order`; `expires` (E), `until_` (T), `room` (C);
 -- whether the string is of the previous format (`old`). A state past its expiry E reads
--- as absent, blob included: the next write starts it afresh.
+-- as absent, blob included: the next write starts it afresh. Nothing is copied out of
+-- the blob here: the scripts unpack what they need in place.
 local function read_state(blob, now)
-  local st = {blob = blob, states = {}, fulls = {}, order = {}, expires = 0, until_ = 0,
+  local st = {blob = blob, at = {}, size = {}, order = {}, expires = 0, until_ = 0,
               room = 0, old = false}
   if not blob then return st end
   local pos, stop = 1, #blob
@@ -105,16 +107,33 @@ local function read_state(blob, now)
   else
     st.old = true
   end
-  local states, fulls, order = st.states, st.fulls, st.order
+  local at, size, order = st.at, st.size, st.order
+  local n = 0
   while pos <= stop do
     local length = byte(blob, pos)
     local full = sub(blob, pos + 1, pos + length)
-    local key = slot(full)
-    local size = unpack_('<I4', blob, pos + length + 1)
-    states[key] = sub(blob, pos + length + 5, pos + length + 4 + size)
-    fulls[key] = full
-    order[#order + 1] = key
-    pos = pos + length + 5 + size
+    at[full] = pos + length + 5
+    size[full] = unpack_('<I4', blob, pos + length + 1)
+    n = n + 1
+    order[n] = full
+    pos = at[full] + size[full]
   end
   return st
+end
+
+-- the state bytes of section `full` of `st` (nil: none)
+local function stored(st, full)
+  local at = st.at[full]
+  if at == nil then return nil end
+  return sub(st.blob, at, at + st.size[full] - 1)
+end
+
+-- the stored section of the slot of `full` under another meaning (nil: none)
+local function stored_other(st, full)
+  local key = slot(full)
+  for j = 1, #st.order do
+    local other = st.order[j]
+    if other ~= full and slot(other) == key then return other end
+  end
+  return nil
 end

@@ -20,14 +20,13 @@ local function rebuild(st, names, news, windows, kept, expiry, until_)
     end
   end
   for j = 1, #kept do
-    local key = kept[j]
-    local full = st.fulls[key]
-    if string.sub(key, -2) == '|r' then
-      local r = ring_read(st, key, granularity_of(full))
+    local full = kept[j]
+    if string.match(full, '|(%a)') == 'r' then
+      local r = ring_read(st, full, granularity_of(full))
       rings[#rings + 1] = {#heads + 1, r, r.slots}
       heads[#heads + 1] = full
     else
-      heads[#heads + 1] = section(full, st.states[key])
+      heads[#heads + 1] = section(full, stored(st, full))
     end
   end
   if #heads == 0 then return nil end
@@ -54,16 +53,42 @@ local function rebuild(st, names, news, windows, kept, expiry, until_)
     .. string.rep('\0', room - used) .. table.concat(regions)
 end
 
+-- the full names of the stored sections of limits outside the plan (`names`): a slot the
+-- plan holds under another meaning is the plan's (it was converted), not kept
+local function kept_of(st, names)
+  local kept, n = {}, 0
+  for j = 1, #st.order do
+    local full = st.order[j]
+    local mine = false
+    for i = 1, #names do
+      if names[i] == full then
+        mine = true
+        break
+      end
+    end
+    if not mine then
+      local key = slot(full)
+      for i = 1, #names do
+        if slot(names[i]) == key then
+          mine = true
+          break
+        end
+      end
+    end
+    if not mine then
+      n = n + 1
+      kept[n] = full
+    end
+  end
+  return kept
+end
+
 -- Store the plan's sections `names`/`news` (news[i]: a string, a ring, or false when
 -- empty; windows[i]: the slots the plan's ring i needs) and keep the stored sections of
--- limits outside the plan (slots not in `in_plan`), expiring at `expiry` (never before
--- the kept sections' expiry, nor within a second); delete the key when nothing is left.
-local function store(key, st, names, news, windows, in_plan, expiry, now)
-  local kept = {}
-  for j = 1, #st.order do
-    local slot_key = st.order[j]
-    if not in_plan[slot_key] then kept[#kept + 1] = slot_key end
-  end
+-- limits outside the plan, expiring at `expiry` (never before the kept sections'
+-- expiry); delete the key when nothing is left.
+local function store(key, st, names, news, windows, expiry, now)
+  local kept = kept_of(st, names)
   if st.old and st.blob and #kept > 0 then
     local pttl = redis.call('PTTL', key)
     if pttl > 0 then st.expires = now + pttl * 1000 end
@@ -93,7 +118,7 @@ local function store(key, st, names, news, windows, in_plan, expiry, now)
         heads[#heads + 1] = section(names[i], state)
       end
     end
-    for j = 1, #kept do heads[#heads + 1] = section(st.fulls[kept[j]], st.states[kept[j]]) end
+    for j = 1, #kept do heads[#heads + 1] = section(kept[j], stored(st, kept[j])) end
     if #heads == 0 then
       redis.call('DEL', key)
       return
