@@ -38,7 +38,7 @@ from .calls import ReserveCall as ReserveCall
 from .calls import ScanCall as ScanCall
 from .calls import ScriptCall as ScriptCall
 from .calls import unavailable as unavailable
-from .encoding import as_text, decode_meta, encode_meta, fmt, parse_state, plan_arg, plan_items
+from .encoding import as_text, decode_meta, encode_meta, fmt, parse_state, plan_arg, plan_msgpack
 from .keys import KeySchema, encode_id
 from .scripts import SCRIPT_NAMES as SCRIPT_NAMES
 from .scripts import SCRIPTS as SCRIPTS
@@ -89,7 +89,7 @@ class RedisBackendBase:
         self.clock = clock
         """The clock used when a call passes no time; None: the Redis server's TIME."""
         self._meta: dict[str, tuple[str, CustomerMeta]] = {}
-        self._plans: dict[int, tuple[Plan, str, tuple[str, ...]]] = {}
+        self._plans: dict[int, tuple[Plan, str, bytes]] = {}
         self._owners: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------
@@ -101,13 +101,13 @@ class RedisBackendBase:
             now = self.clock.now_us()
         return str(now)
 
-    def _plan_arg(self, plan: Plan) -> tuple[Plan, str, tuple[str, ...]]:
-        """(plan, its text for the lease owner record, its script arguments), cached."""
+    def _plan_arg(self, plan: Plan) -> tuple[Plan, str, bytes]:
+        """(plan, its text for settle.lua, its MessagePack for decide.lua), cached."""
         cached = self._plans.get(id(plan))
         if cached is not None and cached[0] is plan:
             return cached
         text = plan_arg(plan.limits)
-        cached = (plan, text, plan_items(text))
+        cached = (plan, text, plan_msgpack(text))
         if len(self._plans) >= 1024:
             self._plans.clear()
         self._plans[id(plan)] = cached
@@ -140,7 +140,7 @@ class RedisBackendBase:
         base, state_key, meta_key = self.keys.customer(customer)
         now_arg = self._now_arg(now)
         number = cost.__class__ is int or cost.__class__ is float
-        costs: tuple[str, ...] = (fmt(cost),) if number else ()  # type: ignore[arg-type]
+        cost_arg = fmt(cost) if number else ""  # type: ignore[arg-type]
         keys = [meta_key, state_key]
         for _ in range(_MAX_RETRIES):
             version, meta = self._meta.get(customer, _NO_VERSION) if self._meta else _NO_VERSION
@@ -148,18 +148,18 @@ class RedisBackendBase:
             if target is None:
                 target = resolve(catalogue, meta if version else None, plan, scope)
             if target.__class__ is Revocation:
-                reply = yield ScriptCall("decide", keys, ("p", version, now_arg, "", "", "", "0"))
+                reply = yield ScriptCall("decide", keys, ("p", version, now_arg, "0", b"\x90"))
                 if reply[0] == 0:
                     self._remember(customer, reply[1], reply[2])
                     continue
                 return engine.revoked(customer, scope, cost, target.reason)
             limits = target.limits
-            _, plan_text, items = self._plan_arg(target)
+            _, plan_text, plan_arg = self._plan_arg(target)
             if not number:
-                costs = tuple([fmt(charge(limit, cost)) for limit in limits])
+                cost_arg = " ".join([fmt(charge(limit, cost)) for limit in limits])
             if lease is None:
                 reply = yield ScriptCall(
-                    "decide", keys, ("d", version, now_arg, "", "", "", *items, *costs)
+                    "decide", keys, ("d", version, now_arg, cost_arg, plan_arg)
                 )
                 token = ""
             else:
@@ -174,11 +174,11 @@ class RedisBackendBase:
                             "d",
                             version,
                             now_arg,
+                            cost_arg,
+                            plan_arg,
                             token,
                             "" if lease[1] is None else str(lease[1]),
                             str(record_ttl),
-                            *items,
-                            *costs,
                         ),
                     ),
                     self.keys.lease_owner(token),
@@ -241,15 +241,17 @@ class RedisBackendBase:
             if customer is not None:
                 changed(customer)
         estimate = json.loads(estimate_json)
-        deltas = [
-            fmt(charge(_Unit(unit), actual) - charge(_Unit(unit), estimate))  # type: ignore[arg-type]
-            for unit in units.split(",")
-            if unit
-        ]
+        deltas = " ".join(
+            [
+                fmt(charge(_Unit(unit), actual) - charge(_Unit(unit), estimate))  # type: ignore[arg-type]
+                for unit in units.split(",")
+                if unit
+            ]
+        )
         reply = yield ScriptCall(
             "settle",
             [self.keys.lease(base, token), base + ":s"],
-            [self._now_arg(now), _json(actual), token, *plan_items(plan), *deltas],
+            [self._now_arg(now), _json(actual), token, plan_msgpack(plan), deltas],
         )
         if reply[0] == 0:
             raise LeaseError(f"unknown or expired lease {lease_id!r}")
@@ -276,7 +278,7 @@ class RedisBackendBase:
             reply = yield ScriptCall(
                 "decide",
                 [meta_key, state_key],
-                ("p", version, now_arg, "", "", "", *self._plan_arg(target)[2]),
+                ("p", version, now_arg, "0", self._plan_arg(target)[2]),
             )
             if reply[0] == 0:
                 self._remember(customer, reply[1], reply[2])

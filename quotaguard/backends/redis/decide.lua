@@ -6,19 +6,19 @@
 --
 -- KEYS[1]  the customer's settings hash (fields v = version, m = JSON)
 -- KEYS[2]  the customer's state string (every limit's state, see state.lua)
--- KEYS[3]  the lease record to create when admitted (only with a lease, ARGV[4])
+-- KEYS[3]  the lease record to create when admitted (only with a lease, ARGV[6])
 -- ARGV[1]  mode: 'd' decide (consume when every limit admits), 'p' peek (read only)
 -- ARGV[2]  the settings version the caller resolved its plan with ('' = no settings)
 -- ARGV[3]  now in integer microseconds, or '' for the server's TIME
--- ARGV[4]  lease token ('' = no lease)
--- ARGV[5]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
--- ARGV[6]  the lease record's time-to-live in microseconds (kept for twice that)
--- ARGV[7]  n, the number of limits of the plan
--- ARGV[8..7+5n]  the plan, five items per limit: kind, name|meaning, a, b, c
+-- ARGV[4]  the cost charged to every limit, or one amount per limit, space-separated
+-- ARGV[5]  the plan: a MessagePack array of five items per limit: kind, name|meaning, a, b, c
 --          token bucket 't': a = interval_us, b = capacity
 --          rolling window 'r': a = quota, b = window_us, c = granularity_us
 --          concurrency 'c': a = max_in_flight, b = lease_ttl_us
--- ARGV[8+5n..]  the cost charged to every limit, or one amount per limit (mode 'd')
+--          (one argument decoded in C: cheaper than as many arguments as items)
+-- ARGV[6]  lease token (absent or '' = no lease)
+-- ARGV[7]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
+-- ARGV[8]  the lease record's time-to-live in microseconds (kept for twice that)
 -- Reply:   {0, version, json}  the stored settings differ from ARGV[2]: resolve again
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
 --          before the decision (after eviction in mode 'd'; raw in mode 'p'), false when
@@ -45,19 +45,19 @@ if KEYS[1] ~= KEYS[2] then
 end
 
 local now = clock(ARGV[3])
-local n = tonumber(ARGV[7])
-local st = read_state(redis.call('GET', KEYS[2]), now)
+local plan = cmsgpack.unpack(ARGV[5])
+local n = #plan / 5
+local st = read_state(KEYS[2], now)
 
 -- every limit's state as it reads it now (converted when its meaning changed)
 local kinds, names, states = {}, {}, {}
 local converted = false
 for i = 1, n do
-  local at = 3 + 5 * i
-  local kind, name = ARGV[at], ARGV[at + 1]
+  local at = 5 * i - 5
+  local kind, name = plan[at + 1], plan[at + 2]
   local changed
   kinds[i], names[i] = kind, name
-  states[i], changed = limit_state(st, name, kind, tonumber(ARGV[at + 2]),
-    tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), now)
+  states[i], changed = limit_state(st, name, kind, plan[at + 3], plan[at + 4], plan[at + 5], now)
   converted = converted or changed
 end
 
@@ -85,10 +85,13 @@ if ARGV[1] == 'p' then
   return reply
 end
 
-local first_cost = 8 + 5 * n
-local shared_cost = ARGV[first_cost + 1] == nil and tonumber(ARGV[first_cost])
-local token = ARGV[4]
-local slot_ttl = tonumber(ARGV[5])
+local shared_cost = tonumber(ARGV[4])  -- nil when one amount per limit
+local costs = {}
+if not shared_cost then
+  for x in string.gmatch(ARGV[4], '%S+') do costs[#costs + 1] = tonumber(x) end
+end
+local token = ARGV[6] or ''
+local slot_ttl = tonumber(ARGV[7] or '')
 local EPSILON = 1e-9
 
 -- a concurrency limit's live slots {token, expiry} at `now`
@@ -113,14 +116,14 @@ end
 -- check every limit; the rings are changed only once all admit
 local allowed = true
 local expiry = now
-local news, windows, rings, costs = {}, {}, {}, {}
+local news, windows, rings = {}, {}, {}
 local reply = {1, now, 1}
 for i = 1, n do
   local kind, state = kinds[i], states[i]
-  local cost = shared_cost or tonumber(ARGV[first_cost + i - 1])
-  local at = 3 + 5 * i
+  local cost = shared_cost or costs[i]
+  local at = 5 * i - 5
   if kind == 't' then
-    local interval, capacity = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local interval, capacity = plan[at + 3], plan[at + 4]
     local tat, carry = nil, 0
     if state then tat, carry = tb_read(state) end
     local backlog = tb_backlog(tat, carry, now)
@@ -139,10 +142,10 @@ for i = 1, n do
     end
     reply[3 + i] = state and tb_out(state) or false
   elseif kind == 'r' then
-    local quota, window, g = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+    local quota, window, g = plan[at + 3], plan[at + 4], plan[at + 5]
     local ring = ring_evict(state, now, window)
     local total = ring and ring.total or 0
-    windows[i], rings[i], costs[i] = window / g, ring or false, cost
+    windows[i], rings[i] = window / g, ring or false
     if total + cost > quota then
       allowed = false
       if ring and ring_drop(ring, window) > expiry then expiry = ring_drop(ring, window) end
@@ -168,10 +171,10 @@ for i = 1, n do
   else
     local live = slots_live(state)
     reply[3 + i] = slots_text(live)
-    if #live >= tonumber(ARGV[at + 2]) then
+    if #live >= plan[at + 3] then
       allowed = false
     elseif token ~= '' then
-      live[#live + 1] = {token, now + (slot_ttl or tonumber(ARGV[at + 3]))}
+      live[#live + 1] = {token, now + (slot_ttl or plan[at + 4])}
     end
     for j = 1, #live do
       if live[j][2] > expiry then expiry = live[j][2] end
@@ -196,9 +199,9 @@ end
 
 for i = 1, n do
   if kinds[i] == 'r' then
-    local ring, cost = rings[i], costs[i]
+    local ring, cost = rings[i], shared_cost or costs[i]
     if cost > 0 then
-      local g = tonumber(ARGV[7 + 5 * i])
+      local g = plan[5 * i]
       ring = ring_add(ring or nil, now - fmod(now, g), cost, g)
     end
     news[i] = ring
@@ -206,7 +209,7 @@ for i = 1, n do
 end
 store(KEYS[2], st, names, news, windows, expiry, now)
 if token ~= '' and KEYS[3] then
-  local keep = 2 * tonumber(ARGV[6])
+  local keep = 2 * tonumber(ARGV[8])
   redis.call('SET', KEYS[3], string.format('%d', now + keep) .. ',' .. string.format('%d', now),
     'PX', millis(math.ceil(keep / 1000)))
 end

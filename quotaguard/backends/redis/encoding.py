@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 from quotaguard.core import rolling_window
@@ -73,21 +74,37 @@ def limit_args(limit: Limit) -> str:
 def plan_arg(limits: tuple[Limit, ...]) -> str:
     """A plan's limits as text: ``"kind name|meaning a b c "`` per limit.
 
-    The lease owner record keeps this text; `plan_items` turns it into what the
+    The lease owner record keeps this text; `plan_msgpack` turns it into what the
     scripts read.
     """
     return "".join(limit_args(limit) for limit in limits)
 
 
-def plan_items(text: str) -> tuple[str, ...]:
-    """A plan's text (`plan_arg`) as the scripts read it, as positional arguments.
+def _msgpack(value: str | int | float) -> bytes:
+    if isinstance(value, str):
+        raw = value.encode("ascii")
+        return (bytes((0xA0 | len(raw),)) if len(raw) < 32 else bytes((0xD9, len(raw)))) + raw
+    if isinstance(value, int) and 0 <= value < 128:
+        return bytes((value,))
+    if isinstance(value, int) and 0 <= value < 2**64:
+        return b"\xcf" + struct.pack(">Q", value)
+    return b"\xcb" + struct.pack(">d", float(value))
 
-    Its number of limits, then five per limit: kind, name|meaning, a, b, c (see
-    decide.lua). The one plan encoding of the scripts; plain arguments, so a script reads them with
-    no decoding and no table built.
+
+def plan_msgpack(text: str) -> bytes:
+    """A plan's text (`plan_arg`) as every script reads it, decoded in C by ``cmsgpack``.
+
+    One MessagePack array, five items per limit: kind, name|meaning, a, b, c (see
+    decide.lua). The one plan encoding of the scripts.
     """
+    items: list[str | int | float] = []
     words = text.split()
-    return (str(len(words) // 5), *words)
+    for at in range(0, len(words), 5):
+        kind, name, a, b, c = words[at : at + 5]
+        items += (kind, name, *(int(x) if x.isdigit() else float(x) for x in (a, b, c)))
+    size = len(items)
+    head = bytes((0x90 | size,)) if size < 16 else b"\xdc" + struct.pack(">H", size)
+    return head + b"".join(_msgpack(item) for item in items)
 
 
 def _limit_json(limit: Limit) -> dict[str, Any]:

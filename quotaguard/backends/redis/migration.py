@@ -62,7 +62,7 @@ def during_migration(call: ScriptCall | ReserveCall) -> Generator[Call, Any, Any
     reply = yield ScriptCall("decide", [state_key, state_key], script.args)
     if reply[0] != 1 or reply[2] != 1 or len(script.keys) < 3:
         return reply
-    now, keep = int(reply[1]), 2 * int(script.args[5])  # decide.lua's ARGV[6]
+    now, keep = int(reply[1]), 2 * int(script.args[7])
     px = str(math.ceil(keep / 1000))
     yield CommandCall(("SET", script.keys[2], f"{now + keep},{now}", "PX", px))
     if isinstance(call, ReserveCall):

@@ -8,7 +8,7 @@
 --
 -- The other limits keep their states and the key keeps its TTL and expiry.
 
-local st = read_state(redis.call('GET', KEYS[1]))
+local st = read_state(KEYS[1])
 local forget, dropped = {}, 0
 for i = 1, #ARGV do forget[ARGV[i]] = true end
 local kept = {}

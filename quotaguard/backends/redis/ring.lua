@@ -3,7 +3,9 @@
 -- writes of the slots a call changed, and a fresh region. quotaguard.core.rolling_window's
 -- arithmetic, operation for operation.
 --
--- A ring in hand is a table {total, first, last, lc, off, slots, width, g, blob, patch}:
+-- A ring in hand is a table {total, first, last, lc, off, slots, width, g, key, region,
+-- patch}: its head; the key holding its region and the region's bytes once read (one
+-- GETRANGE, only when a call needs a closed bucket: eviction, refund, walk, rebuild);
 -- its head, the string holding its region, and `patch`, the closed buckets changed by
 -- this call by start (false: none yet), written back by `store`.
 
@@ -14,13 +16,17 @@ local function ring_get(r, start)
     if count ~= nil then return count end
   end
   if r.slots == 0 then return 0 end
-  local width = r.width
-  return (unpack_(SLOT_FORMAT[width], r.blob, r.off + (floor(start / r.g) % r.slots) * width + 1))
+  local width, region = r.width, r.region
+  if not region then
+    region = redis.call('GETRANGE', r.key, r.off, r.off + r.slots * width - 1)
+    r.region = region
+  end
+  return (unpack_(SLOT_FORMAT[width], region, (floor(start / r.g) % r.slots) * width + 1))
 end
 
 local function ring_with(r, total, first, last, lc, patch)
   return {total = total, first = first, last = last, lc = lc, off = r.off, slots = r.slots,
-          width = r.width, g = r.g, blob = r.blob, patch = patch}
+          width = r.width, g = r.g, key = r.key, region = r.region, patch = patch}
 end
 
 -- a ring from its buckets {total, start_1, count_1, ...} (quotaguard.core's from_buckets):
@@ -77,7 +83,7 @@ local function ring_read(st, full, g)
   if st.old then return ring_upgrade(stored(st, full), g) end
   local total, first, last, lc, off, slots, width = unpack_(RING_HEAD, st.blob, at)
   return {total = total, first = first, last = last, lc = lc, off = off, slots = slots,
-          width = width, g = g, blob = st.blob, patch = false}
+          width = width, g = g, key = st.key, region = false, patch = false}
 end
 
 -- the flat bucket list quotaguard.core's Ring.buckets() gives, numbers as `out` sends

@@ -9,9 +9,8 @@
 -- ARGV[1]  now in integer microseconds, or '' for the server's TIME
 -- ARGV[2]  the actual cost as JSON (kept in the record)
 -- ARGV[3]  the lease token
--- ARGV[4]  n, the number of limits of the plan the lease was reserved on
--- ARGV[5..4+5n]  that plan, as decide.lua's ARGV[8..7+5n]
--- ARGV[5+5n..4+6n]  one delta (actual - estimate charged to that limit) per limit
+-- ARGV[4]  the plan the lease was reserved on, as decide.lua's ARGV[5]
+-- ARGV[5]  one delta (actual - estimate charged to that limit) per limit, space-separated
 -- Reply:   {0}  unknown or expired lease
 --          {1, settled}  settled before (the actual cost then, as JSON): nothing charged
 --          {2}  settled now
@@ -28,16 +27,18 @@ if bar ~= '' then return {1, settled} end
 reserved_at = tonumber(reserved_at)
 local token = ARGV[3]
 
-local n = tonumber(ARGV[4])
-local st = read_state(redis.call('GET', KEYS[2]), now)
+local plan = cmsgpack.unpack(ARGV[4])
+local n = #plan / 5
+local deltas = {}
+for x in string.gmatch(ARGV[5], '%S+') do deltas[#deltas + 1] = tonumber(x) end
+local st = read_state(KEYS[2], now)
 
 local names, news, windows = {}, {}, {}
 local expiry = now
 for i = 1, n do
-  local at = 5 * i
-  local kind, name = ARGV[at], ARGV[at + 1]
-  local a, b, c = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
-  local delta = tonumber(ARGV[4 + 5 * n + i])
+  local at = 5 * i - 5
+  local kind, name, a, b, c = plan[at + 1], plan[at + 2], plan[at + 3], plan[at + 4], plan[at + 5]
+  local delta = deltas[i]
   names[i] = name
   local state = limit_state(st, name, kind, a, b, c, now)
   if kind == 't' then

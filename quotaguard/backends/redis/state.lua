@@ -36,6 +36,7 @@ local pack, unpack_ = struct.pack, struct.unpack
 
 local HEADER = 25             -- bytes of the header
 local HEADER_FORMAT = '<BI4I4dd'
+local PREFIX = 320             -- bytes read first: the header and, usually, every section
 local ROOM = 64               -- spare bytes after the sections, to grow in place
 local REFRESH = 60000000      -- a renewed TTL ends this long (us) after E: renewed rarely
 local RING_HEAD = '<ddddI4I4B'
@@ -86,27 +87,28 @@ local function granularity_of(full)
   return tonumber(string.match(full, ':(%d+)$'))
 end
 
--- A customer's stored state at `now` (nil: whatever its expiry): for each section, by
--- its full name (`name|meaning`), where its state begins in `blob` (`at`) and its length
--- (`size`); the full names in stored `order`; `expires` (E), `until_` (T), `room` (C);
--- whether the string is of the previous format (`old`). A state past its expiry E reads
--- as absent, blob included: the next write starts it afresh. Nothing is copied out of
--- the blob here: the scripts unpack what they need in place.
-local function read_state(blob, now)
-  local st = {blob = blob, at = {}, size = {}, order = {}, expires = 0, until_ = 0,
-              room = 0, old = false}
-  if not blob then return st end
-  local pos, stop = 1, #blob
+-- A customer's stored state in `key` at `now` (nil: whatever its expiry): for each
+-- section, by its full name (`name|meaning`), where its state begins in `blob` (`at`)
+-- and its length (`size`); the full names in stored `order`; `expires` (E), `until_`
+-- (T), `room` (C); whether the string is of the previous format (`old`). `blob` holds
+-- the header and sections only (GETRANGE): the ring regions are read when needed. A
+-- state past its expiry E reads as absent (no blob): the next write starts it afresh.
+local function read_state(key, now)
+  local st = {key = key, blob = nil, at = {}, size = {}, order = {}, expires = 0,
+              until_ = 0, room = 0, old = false}
+  local blob = redis.call('GETRANGE', key, 0, PREFIX - 1)
+  if blob == '' then return st end
+  local pos, stop
   if byte(blob, 1) == 0 then
     local _, room, used, expires, until_ = unpack_(HEADER_FORMAT, blob)
-    if now and expires <= now then
-      st.blob = nil
-      return st
-    end
+    if now and expires <= now then return st end
+    if used > #blob then blob = blob .. redis.call('GETRANGE', key, #blob, used - 1) end
     pos, stop, st.room, st.expires, st.until_ = HEADER + 1, used, room, expires, until_
   else
-    st.old = true
+    blob = redis.call('GET', key)
+    pos, stop, st.old = 1, #blob, true
   end
+  st.blob = blob
   local at, size, order = st.at, st.size, st.order
   local n = 0
   while pos <= stop do

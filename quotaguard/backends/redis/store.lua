@@ -100,7 +100,7 @@ local function store(key, st, names, news, windows, expiry, now)
     for i = 1, #names do
       local state = news[i]
       if type(state) == 'table' then
-        if state.off == 0 or state.blob ~= st.blob or not ring_in_place(state) then
+        if state.off == 0 or state.key ~= st.key or not ring_in_place(state) then
           if (state.last - state.first) / state.g > 0 then in_place = false end
         end
       end
