@@ -50,13 +50,13 @@ local n = #plan / 5
 local st = read_state(KEYS[2], now)
 
 -- every limit's state as it reads it now (converted when its meaning changed)
-local kinds, names, states = {}, {}, {}
+local names, states = {}, {}
 local converted = false
 for i = 1, n do
   local at = 5 * i - 5
   local kind, name = plan[at + 1], plan[at + 2]
   local changed
-  kinds[i], names[i] = kind, name
+  names[i] = name
   states[i], changed = limit_state(st, name, kind, plan[at + 3], plan[at + 4], plan[at + 5], now)
   converted = converted or changed
 end
@@ -71,7 +71,7 @@ end
 if ARGV[1] == 'p' then
   local reply = {1, now, 1}
   for i = 1, n do
-    local state, kind = states[i], kinds[i]
+    local state, kind = states[i], plan[5 * i - 4]
     if state == nil then
       reply[3 + i] = false
     elseif kind == 't' then
@@ -86,8 +86,9 @@ if ARGV[1] == 'p' then
 end
 
 local shared_cost = tonumber(ARGV[4])  -- nil when one amount per limit
-local costs = {}
+local costs
 if not shared_cost then
+  costs = {}
   for x in string.gmatch(ARGV[4], '%S+') do costs[#costs + 1] = tonumber(x) end
 end
 local token = ARGV[6] or ''
@@ -116,10 +117,10 @@ end
 -- check every limit; the rings are changed only once all admit
 local allowed = true
 local expiry = now
-local news, windows, rings = {}, {}, {}
+local news, windows = {}, {}
 local reply = {1, now, 1}
 for i = 1, n do
-  local kind, state = kinds[i], states[i]
+  local kind, state = plan[5 * i - 4], states[i]
   local cost = shared_cost or costs[i]
   local at = 5 * i - 5
   if kind == 't' then
@@ -145,7 +146,7 @@ for i = 1, n do
     local quota, window, g = plan[at + 3], plan[at + 4], plan[at + 5]
     local ring = ring_evict(state, now, window)
     local total = ring and ring.total or 0
-    windows[i], rings[i] = window / g, ring or false
+    windows[i], news[i] = window / g, ring or false
     if total + cost > quota then
       allowed = false
       if ring and ring_drop(ring, window) > expiry then expiry = ring_drop(ring, window) end
@@ -186,7 +187,7 @@ end
 if not allowed then
   reply[3] = 0
   for i = 1, n do  -- an admitted window's reply is its buckets when another refused
-    local ring = rings[i]
+    local ring = plan[5 * i - 4] == 'r' and news[i]
     if ring and type(reply[3 + i]) == 'table' and #reply[3 + i] <= 5 then
       reply[3 + i] = ring_flat(ring)
     end
@@ -198,8 +199,8 @@ if not allowed then
 end
 
 for i = 1, n do
-  if kinds[i] == 'r' then
-    local ring, cost = rings[i], shared_cost or costs[i]
+  if plan[5 * i - 4] == 'r' then
+    local ring, cost = news[i], shared_cost or costs[i]
     if cost > 0 then
       local g = plan[5 * i]
       ring = ring_add(ring or nil, now - fmod(now, g), cost, g)

@@ -21,7 +21,7 @@ local function ring_get(r, start)
     region = redis.call('GETRANGE', r.key, r.off, r.off + r.slots * width - 1)
     r.region = region
   end
-  return (unpack_(SLOT_FORMAT[width], region, (floor(start / r.g) % r.slots) * width + 1))
+  return (unpack_(slot_format(width), region, (floor(start / r.g) % r.slots) * width + 1))
 end
 
 local function ring_with(r, total, first, last, lc, patch)
@@ -178,7 +178,7 @@ local function ring_in_place(r)
   if closed > r.slots then return false end
   local patch, width = r.patch, r.width
   if patch and width ~= 8 then
-    local limit = SLOT_LIMIT[width]
+    local limit = 2 ^ (8 * width)
     for start, count in pairs(patch) do
       if start >= r.first and start < r.last
         and (count < 0 or count ~= floor(count) or count >= limit) then
@@ -189,12 +189,14 @@ local function ring_in_place(r)
   return true
 end
 
--- the SETRANGE writes of the closed buckets this call changed: {offset, bytes} per run
+-- `writes` (nil: none yet) and the SETRANGE writes of the closed buckets this call
+-- changed: {offset, bytes} per run
 local function ring_writes(r, writes)
   local patch = r.patch
-  if not patch or r.slots == 0 then return end
+  if not patch or r.slots == 0 then return writes end
+  writes = writes or {}
   local g, slots, width, first, last = r.g, r.slots, r.width, r.first, r.last
-  local format, at, runs = SLOT_FORMAT[width], {}, {}
+  local format, at, runs = slot_format(width), {}, {}
   for start, count in pairs(patch) do
     if start >= first and start < last then
       local index = floor(start / g) % slots
@@ -213,6 +215,7 @@ local function ring_writes(r, writes)
     writes[#writes + 1] = {r.off + at[j] * width, table.concat(parts)}
     j = k + 1
   end
+  return writes
 end
 
 -- a fresh region for `r` with `slots` slots: (bytes, width)
@@ -224,11 +227,11 @@ local function ring_region(r, slots)
     counts[#counts + 1] = count
     if count < 0 or count ~= floor(count) or count >= 4294967296 then
       width = 8
-    elseif width < 8 and count >= SLOT_LIMIT[width] then
+    elseif width < 8 and count >= 2 ^ (8 * width) then
       if count >= 65536 then width = 4 else width = 2 end
     end
   end
-  local format, parts = SLOT_FORMAT[width], {}
+  local format, parts = slot_format(width), {}
   local zero = pack(format, 0)
   for index = 1, slots do parts[index] = zero end
   local index = floor(r.first / g) % slots

@@ -40,8 +40,12 @@ local PREFIX = 320             -- bytes read first: the header and, usually, eve
 local ROOM = 64               -- spare bytes after the sections, to grow in place
 local REFRESH = 60000000      -- a renewed TTL ends this long (us) after E: renewed rarely
 local RING_HEAD = '<ddddI4I4B'
-local SLOT_FORMAT = {[1] = '<I1', [2] = '<I2', [4] = '<I4', [8] = '<d'}
-local SLOT_LIMIT = {[1] = 256, [2] = 65536, [4] = 4294967296}
+-- a slot of width 1, 2 or 4 holds an unsigned integer below 2 ^ (8 * width), of width 8
+-- a double (no constant tables: a table costs every call more than a line of code)
+local function slot_format(width)
+  if width == 8 then return '<d' end
+  return '<I' .. width
+end
 
 -- now in integer microseconds: `arg`, or the server's TIME when `arg` is ''
 local function clock(arg)
@@ -88,13 +92,13 @@ local function granularity_of(full)
 end
 
 -- A customer's stored state in `key` at `now` (nil: whatever its expiry): for each
--- section, by its full name (`name|meaning`), where its state begins in `blob` (`at`)
--- and its length (`size`); the full names in stored `order`; `expires` (E), `until_`
+-- section, by its full name (`name|meaning`), where its state begins in `blob` (`at`,
+-- just after its uint32 length); the full names in stored `order`; `expires` (E), `until_`
 -- (T), `room` (C); whether the string is of the previous format (`old`). `blob` holds
 -- the header and sections only (GETRANGE): the ring regions are read when needed. A
 -- state past its expiry E reads as absent (no blob): the next write starts it afresh.
 local function read_state(key, now)
-  local st = {key = key, blob = nil, at = {}, size = {}, order = {}, expires = 0,
+  local st = {key = key, blob = nil, at = {}, order = {}, expires = 0,
               until_ = 0, room = 0, old = false}
   local blob = redis.call('GETRANGE', key, 0, PREFIX - 1)
   if blob == '' then return st end
@@ -109,16 +113,15 @@ local function read_state(key, now)
     pos, stop, st.old = 1, #blob, true
   end
   st.blob = blob
-  local at, size, order = st.at, st.size, st.order
+  local at, order = st.at, st.order
   local n = 0
   while pos <= stop do
     local length = byte(blob, pos)
     local full = sub(blob, pos + 1, pos + length)
     at[full] = pos + length + 5
-    size[full] = unpack_('<I4', blob, pos + length + 1)
     n = n + 1
     order[n] = full
-    pos = at[full] + size[full]
+    pos = pos + length + 5 + unpack_('<I4', blob, pos + length + 1)
   end
   return st
 end
@@ -127,7 +130,7 @@ end
 local function stored(st, full)
   local at = st.at[full]
   if at == nil then return nil end
-  return sub(st.blob, at, at + st.size[full] - 1)
+  return sub(st.blob, at, at + unpack_('<I4', st.blob, at - 4) - 1)
 end
 
 -- the stored section of the slot of `full` under another meaning (nil: none)

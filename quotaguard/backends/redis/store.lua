@@ -95,7 +95,7 @@ local function store(key, st, names, news, windows, expiry, now)
   end
   if #kept > 0 and st.expires > expiry then expiry = st.expires end
   local in_place = st.blob and not st.old
-  local writes = {}
+  local writes
   if in_place then
     for i = 1, #names do
       local state = news[i]
@@ -111,7 +111,7 @@ local function store(key, st, names, news, windows, expiry, now)
     for i = 1, #names do
       local state = news[i]
       if type(state) == 'table' then
-        ring_writes(state, writes)
+        writes = ring_writes(state, writes)
         heads[#heads + 1] = section(names[i], pack(RING_HEAD, state.total, state.first,
           state.last, state.lc, state.off, state.slots, state.width))
       elseif state then
@@ -130,7 +130,9 @@ local function store(key, st, names, news, windows, expiry, now)
       local renew = expiry > until_
       if renew then until_ = expiry + REFRESH end
       redis.call('SETRANGE', key, 0, pack(HEADER_FORMAT, 0, st.room, used, expiry, until_) .. text)
-      for j = 1, #writes do redis.call('SETRANGE', key, writes[j][1], writes[j][2]) end
+      for j = 1, writes and #writes or 0 do
+        redis.call('SETRANGE', key, writes[j][1], writes[j][2])
+      end
       if renew then redis.call('PEXPIRE', key, ttl_ms(until_, now)) end
       return
     end
