@@ -4,10 +4,20 @@
 -- arithmetic, operation for operation.
 --
 -- A ring in hand is a table {total, first, last, lc, off, slots, width, g, key, region,
--- patch}: its head; the key holding its region and the region's bytes once read (one
--- GETRANGE, only when a call needs a closed bucket: eviction, refund, walk, rebuild);
--- its head, the string holding its region, and `patch`, the closed buckets changed by
--- this call by start (false: none yet), written back by `store`.
+-- chunk, chunk_at, chunk_stop, patch}: its head; the key holding its region, and what
+-- this call has read of it: the whole region (`region`, for a walk or a rebuild), or the
+-- slots chunk_at..chunk_stop (`chunk`, for an eviction or a refund: a few slots, one
+-- GETRANGE); `patch`, the closed buckets changed by this call by start (false: none
+-- yet), written back by `store`. A call that needs no closed bucket reads none.
+
+local CHUNK = 32  -- slots read at once when a call needs only a few
+
+-- read the whole region of `r` (a walk or a rebuild needs every slot)
+local function ring_load(r)
+  if not r.region and r.slots > 0 then
+    r.region = redis.call('GETRANGE', r.key, r.off, r.off + r.slots * r.width - 1)
+  end
+end
 
 local function ring_get(r, start)
   local patch = r.patch
@@ -16,17 +26,22 @@ local function ring_get(r, start)
     if count ~= nil then return count end
   end
   if r.slots == 0 then return 0 end
-  local width, region = r.width, r.region
-  if not region then
-    region = redis.call('GETRANGE', r.key, r.off, r.off + r.slots * width - 1)
-    r.region = region
+  local width = r.width
+  local index = floor(start / r.g) % r.slots
+  if r.region then return (unpack_(slot_format(width), r.region, index * width + 1)) end
+  if not r.chunk or index < r.chunk_at or index > r.chunk_stop then
+    local stop = index + CHUNK - 1
+    if stop >= r.slots then stop = r.slots - 1 end
+    r.chunk = redis.call('GETRANGE', r.key, r.off + index * width, r.off + (stop + 1) * width - 1)
+    r.chunk_at, r.chunk_stop = index, stop
   end
-  return (unpack_(slot_format(width), region, (floor(start / r.g) % r.slots) * width + 1))
+  return (unpack_(slot_format(width), r.chunk, (index - r.chunk_at) * width + 1))
 end
 
 local function ring_with(r, total, first, last, lc, patch)
   return {total = total, first = first, last = last, lc = lc, off = r.off, slots = r.slots,
-          width = r.width, g = r.g, key = r.key, region = r.region, patch = patch}
+          width = r.width, g = r.g, key = r.key, region = r.region, chunk = r.chunk,
+          chunk_at = r.chunk_at, chunk_stop = r.chunk_stop, patch = patch}
 end
 
 -- a ring from its buckets {total, start_1, count_1, ...} (quotaguard.core's from_buckets):
@@ -91,6 +106,7 @@ end
 -- own head by default: `ring_add` may have moved it on since)
 local function ring_flat(r, total, last, lc)
   total, last, lc = total or r.total, last or r.last, lc or r.lc
+  ring_load(r)
   local flat = {out(total)}
   local n = 1
   for start = r.first, last - r.g, r.g do
@@ -220,6 +236,7 @@ end
 
 -- a fresh region for `r` with `slots` slots: (bytes, width)
 local function ring_region(r, slots)
+  ring_load(r)
   local g, width = r.g, 1
   local counts = {}
   for start = r.first, r.last - g, g do
