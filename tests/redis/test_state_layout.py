@@ -103,11 +103,11 @@ operations = st.one_of(
 
 
 @settings(
-    max_examples=int(os.environ.get("QG_LAYOUT_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("QG_LAYOUT_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.lists(operations, min_size=1, max_size=120))
+@given(st.lists(operations, min_size=20, max_size=150))
 def test_random_traffic_over_plans_sharing_names_matches_memory(
     server: Any, ops: list[tuple[Any, ...]]
 ) -> None:
