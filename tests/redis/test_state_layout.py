@@ -32,7 +32,9 @@ TIGHT = Plan("tight", [RollingWindow("win", 5_000, 60, 5)])
 # the same names again, with token buckets of two meanings: debt, refunds, conversions
 FAST = Plan("fast", [TokenBucket("burst", 50, "10/second"), RollingWindow("win", 10**6, 60, 5)])
 SLOW = Plan("slow", [TokenBucket("burst", 80, "1/second"), RollingWindow("win", 10**6, 120, 10)])
-PLANS = [SHORT, LONGER, COARSER, TIGHT, FAST, SLOW]
+# sections longer than the script's first read of the string
+MANY = Plan("many", [RollingWindow(f"window_with_a_long_name_{i}", 10**9, 60, 5) for i in range(8)])
+PLANS = [SHORT, LONGER, COARSER, TIGHT, FAST, SLOW, MANY]
 
 
 def _settled(lease: Any, cost: Any) -> Any:
@@ -263,5 +265,17 @@ def test_a_state_past_its_expiry_reads_as_absent_under_a_longer_window(server: A
         pair.usage("c", plan="longer")  # whether or not memory has swept it yet
         assert pair.acquire("c", 2, plan="longer")
         pair.usage("c", plan="longer")
+    finally:
+        pair.close()
+
+
+def test_sections_longer_than_the_first_read_are_read_whole(server: Any) -> None:
+    pair = Pair()
+    try:
+        for _ in range(12):
+            assert pair.acquire("c", 3, plan="many")
+            pair.clock.advance(5)
+        assert len(pair.state("c")) > 320
+        pair.usage("c", plan="many")
     finally:
         pair.close()
