@@ -8,8 +8,8 @@
 --             begin, U = the end of the sections, E = the instant the state stops
 --             mattering (quotaguard.core's expiry: from then on it reads as absent, as
 --             the memory backend's record does), T = the instant the key's TTL was set
---             to end (T >= E; renewed only when E passes it). Both in microseconds of the
---             callers' clock.
+--             to end (T >= E: E may move earlier, as after a refund; the TTL is renewed,
+--             to E, only when E moves past T). Both in microseconds of the callers' clock.
 --   sections  bytes 26..U, one per limit name: byte #name, name, uint32le #state, state.
 --             The name is 'name|meaning' (see quotaguard.core.meaning); bytes U+1..C are
 --             room for the sections to grow in place.
@@ -38,7 +38,6 @@ local HEADER = 25             -- bytes of the header
 local HEADER_FORMAT = '<BI4I4dd'
 local PREFIX = 320             -- bytes read first: the header and, usually, every section
 local ROOM = 64               -- spare bytes after the sections, to grow in place
-local REFRESH = 60000000      -- a renewed TTL ends this long (us) after E: renewed rarely
 local RING_HEAD = '<ddddI4I4B'
 -- a slot of width 1, 2 or 4 holds an unsigned integer below 2 ^ (8 * width), of width 8
 -- a double (no constant tables: a table costs every call more than a line of code)

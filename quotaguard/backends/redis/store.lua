@@ -128,7 +128,7 @@ local function store(key, st, names, news, windows, expiry, now)
     if used <= st.room then
       local until_ = st.until_
       local renew = expiry > until_
-      if renew then until_ = expiry + REFRESH end
+      if renew then until_ = expiry end
       redis.call('SETRANGE', key, 0, pack(HEADER_FORMAT, 0, st.room, used, expiry, until_) .. text)
       for j = 1, writes and #writes or 0 do
         redis.call('SETRANGE', key, writes[j][1], writes[j][2])
@@ -137,7 +137,7 @@ local function store(key, st, names, news, windows, expiry, now)
       return
     end
   end
-  local until_ = expiry + REFRESH
+  local until_ = expiry
   local blob = rebuild(st, names, news, windows, kept, expiry, until_)
   if blob == nil then
     if st.blob then redis.call('DEL', key) end
