@@ -3,6 +3,12 @@
 Run: ``python benchmarks/bench_redis.py`` (``--quick`` for a short run). Starts its own
 redis-server on a free loopback port (never 6379) and stops it afterwards.
 
+``--server-ab OTHER_CHECKOUT`` compares only the server time per decision of this
+checkout's scripts with another checkout's (e.g. a worktree of main): the two run in
+alternation on one redis-server, each round in a fresh process and key prefix, and the
+medians and the median of per-round ratios are reported, so a loaded machine weighs on
+both alike.
+
 Every contender answers never-denying limits on one connection (sync) or one event loop
 with 64 tasks (async). Rounds are interleaved and the median rate is kept, so ratios
 compare numbers taken under the same machine load. The physical reference is redis-py's
@@ -22,6 +28,7 @@ import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +37,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if "--root" in sys.argv:  # measure another checkout's quotaguard (see --server-ab)
+    sys.path.insert(0, sys.argv[sys.argv.index("--root") + 1])
 
 import limits
 import limits.aio.storage
@@ -386,6 +395,53 @@ def bytes_per_customer(url: str) -> tuple[int, int]:
     return _memory(client, "mem", "typical"), _memory(client, "mem", "busy")
 
 
+def server_us_per_decision(
+    url: str, customers: int = 200, rounds: int = 10, prefix: str = "cpu"
+) -> float:
+    """Redis server time per decision of the 3-limit plan: INFO commandstats usec per EVALSHA.
+
+    Every customer has used the plan before (its rings hold buckets), as in production.
+    """
+    client = redis.Redis.from_url(url)
+    clock = FakeClock()
+    guard = Guard(
+        [THREE_LIMITS], RedisBackend(client, prefix=prefix), default_plan="three", clock=clock
+    )
+    ids = [f"customer-{i}" for i in range(customers)]
+    for _ in range(3):
+        for customer in ids:
+            guard.acquire(customer, {"tokens": 100})
+        clock.advance(60)
+    client.config_resetstat()
+    for _ in range(rounds):
+        for customer in ids:
+            guard.acquire(customer, {"tokens": 100})
+        clock.advance(1)
+    stats = client.info("commandstats")["cmdstat_evalsha"]
+    guard.close()
+    return float(stats["usec"]) / float(stats["calls"])
+
+
+def server_ab(other: str, rounds: int) -> None:
+    """Server time per decision, this checkout against ``other``, interleaved rounds."""
+    server = RedisServer().start()
+    here, there = [], []
+    try:
+        for index in range(rounds):
+            pair = [(here, []), (there, ["--root", other])]
+            for samples, extra in pair if index % 2 == 0 else pair[::-1]:
+                command = [sys.executable, os.path.abspath(__file__), *extra]
+                command += ["--server-once", server.url, f"ab{index}{len(samples)}{len(extra)}"]
+                samples.append(float(subprocess.check_output(command, text=True)))
+    finally:
+        server.cleanup()
+    print("\n## Redis server time per decision, 3-limit plan: A/B\n")
+    print(f"this checkout: median {statistics.median(here):.2f} us ({rounds} rounds)")
+    print(f"{other}: median {statistics.median(there):.2f} us")
+    ratios = [a / b for a, b in zip(here, there, strict=True)]
+    print(f"this / other, median of per-round ratios: {statistics.median(ratios):.3f}")
+
+
 def parser_name() -> str:
     """Which reply parser redis-py uses here: hiredis when installed, else pure Python."""
     try:
@@ -397,7 +453,17 @@ def parser_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short run for a smoke test")
+    parser.add_argument("--server-ab", metavar="CHECKOUT", help="A/B of server time only")
+    parser.add_argument("--ab-rounds", type=int, default=12, help="rounds of --server-ab")
+    parser.add_argument("--server-once", nargs=2, metavar=("URL", "PREFIX"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.server_once:
+        print(server_us_per_decision(*args.server_once[:1], prefix=args.server_once[1]))
+        return
+    if args.server_ab:
+        server_ab(args.server_ab, args.ab_rounds)
+        return
     calls, async_calls, rounds = (3_000, 12_800, 5) if not args.quick else (500, 3_200, 2)
     server = RedisServer().start()
     try:
@@ -421,6 +487,9 @@ def main() -> None:
         print(f"| {'-' * 52} | {'-' * 6}: |")
         print(f"| {'after one call':52} | {typical:6} |")
         print(f"| {'20 calls/hour for a week (both rings full)':52} | {busy:6} |")
+        server_us = server_us_per_decision(url)
+        print("\n## Redis server time per decision, 3-limit plan (INFO commandstats)\n")
+        print(f"{server_us:.2f} us per EVALSHA (one decision per call)")
 
         qg = "quotaguard 3 limits, 1 EVALSHA"
         sync_ref = "redis-py EVALSHA 'return 1' (reference)"

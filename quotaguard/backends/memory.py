@@ -147,7 +147,7 @@ class MemoryBackend:
             if plan.__class__ is Decision:
                 return plan
         with self._locks[hash(customer) & self._mask]:
-            record = self._records.get(customer)
+            record = self._live(customer, now)
             if record is not None and record[_LIMITS] is plan.limits:
                 states: Any = record[_STATES:]
             else:
@@ -168,7 +168,7 @@ class MemoryBackend:
                     self._leases[lease[0]] = _LeaseRecord(
                         customer, plan, cost, now, now + ttl, now + 2 * ttl
                     )
-            elif record is not None and record[_LIMITS] is not plan.limits:
+            elif record is not None and self._converts(record, plan):
                 # the first decision under a changed definition keeps its conversion
                 self._store(customer, record, plan, list(states), expiry)
         self._calls += 1
@@ -189,7 +189,7 @@ class MemoryBackend:
             lease = self._leases[lease_id]
             if lease.settled is not None:
                 return Settlement(lease_id, lease.estimate, lease.settled, True)
-            record = self._records.get(lease.customer)
+            record = self._live(lease.customer, now)
             states = self._states(record, lease.plan, now)
             new_states, expiry = engine.settle(
                 lease.plan.limits, states, now, lease.reserved_at, lease_id, lease.estimate, actual
@@ -211,10 +211,17 @@ class MemoryBackend:
             now = self._clock.now_us()
         target = viewed(catalogue, self._meta.get(customer), plan, scope)
         with self._lock(customer):
-            states = self._states(self._records.get(customer), target, now)
+            states = self._states(self._live(customer, now), target, now)
             return target.name, engine.peek(target.limits, states, now)
 
     # -- records ---------------------------------------------------------------------
+
+    def _live(self, customer: str, now: int) -> Record | None:
+        """``customer``'s record, None once past its expiry (swept or not: it reads the same)."""
+        record = self._records.get(customer)
+        if record is not None and record[_EXPIRES] <= now:
+            return None
+        return record
 
     def _states(self, record: Record | None, plan: Plan, now: int) -> list[Any] | tuple[None, ...]:
         """The stored states as ``plan``'s limits read them at ``now``; changes nothing.
@@ -235,6 +242,17 @@ class MemoryBackend:
             found = kept.get(slot(limit))
             states.append(None if found is None else convert(found[0], found[1], limit, now))
         return states
+
+    def _converts(self, record: Record, plan: Plan) -> bool:
+        """Whether ``plan`` reads a state of ``record`` kept for another definition."""
+        if record[_LIMITS] is plan.limits:
+            return False
+        kept = self._kept(record)
+        for limit in plan.limits:
+            found = kept.get(slot(limit))
+            if found is not None and found[0] != meaning(limit):
+                return True
+        return False
 
     @staticmethod
     def _kept(record: Record) -> dict[str, tuple[str, Any]]:

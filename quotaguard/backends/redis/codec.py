@@ -1,11 +1,9 @@
 """What the sync and async Redis backends share: arguments, replies and operations.
 
-The operations are written once, as sans-I/O generators.
-
-An operation is a generator that yields calls (`ScriptCall`, `CommandCall`,
-`ReserveCall`) and receives each call's reply; the sync backend answers with
-``client...(...)``, the async one with ``await client...(...)``. That is the only
-difference between them.
+The operations are written once, as sans-I/O generators of the calls in
+`quotaguard.backends.redis.calls` (re-exported here); what goes into a script and comes
+out of it is in `quotaguard.backends.redis.encoding`, the scripts in
+`quotaguard.backends.redis.scripts`.
 
 The decision itself is built here by quotaguard.core, from the states the script
 returns: the Lua reproduces the core's arithmetic to decide and store, and the core
@@ -17,280 +15,41 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
-from collections.abc import Callable, Collection, Generator, Sequence
-from importlib import resources
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any
 
 import attrs
 
 from quotaguard.clock import Clock
-from quotaguard.core import engine, rolling_window
+from quotaguard.core import engine
 from quotaguard.core.audit import AUDIT_KEEP, AuditEntry
 from quotaguard.core.catalogue import PlanCatalogue
-from quotaguard.core.customer import NO_META, CustomerMeta, Revocation
+from quotaguard.core.customer import NO_META, CustomerMeta
 from quotaguard.core.decision import Decision, LimitStatus, Settlement
 from quotaguard.core.errors import BackendUnavailable, LeaseError, shown
-from quotaguard.core.meaning import meaning
 from quotaguard.core.pipeline import conclude, evaluate, resolve, viewed
-from quotaguard.core.policy import (
-    Concurrency,
-    Cost,
-    Limit,
-    Plan,
-    RollingWindow,
-    TokenBucket,
-    charge,
-)
-from quotaguard.core.rates import Rate
+from quotaguard.core.policy import Cost, Limit, Plan, charge
 from quotaguard.core.request import Request
 
+from .calls import Call as Call
+from .calls import CommandCall as CommandCall
+from .calls import NodesCall as NodesCall
+from .calls import Operation as Operation
+from .calls import ReserveCall as ReserveCall
+from .calls import ScanCall as ScanCall
+from .calls import ScriptCall as ScriptCall
+from .calls import unavailable as unavailable
+from .encoding import as_text, decode_meta, encode_meta, fmt, parse_state, plan_arg, plan_msgpack
 from .keys import KeySchema, encode_id
+from .scripts import SCRIPT_NAMES as SCRIPT_NAMES
+from .scripts import SCRIPTS as SCRIPTS
+from .scripts import script_source as script_source
 
 _SCAN_COUNT = 1000
-
-T = TypeVar("T")
-
-SCRIPT_NAMES = ("decide", "settle", "meta", "audit", "reset")
-"""The Lua scripts, one ``<name>.lua`` file each beside this module."""
-
 _MAX_RETRIES = 8
 _NO_VERSION = ("", NO_META)
 _new = tuple.__new__
 _CACHE_SIZE = 10_000
-
-
-_WITH_STATE = ("decide", "settle", "reset")
-"""The scripts that read or write the state string: ``state.lua`` goes in front of them."""
-
-
-def script_source(name: str) -> str:
-    """The text of the Lua script ``name`` (with ``state.lua`` in front where it is used)."""
-    files = resources.files(__package__)
-    source = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    if name in _WITH_STATE:
-        source = files.joinpath("state.lua").read_text(encoding="utf-8") + source
-    return source
-
-
-SCRIPTS = {name: script_source(name) for name in SCRIPT_NAMES}
-"""Script name -> Lua source."""
-
-
-class ScriptCall(NamedTuple):
-    """Run a registered script (EVALSHA, reloaded transparently after NOSCRIPT).
-
-    A named tuple: the cheapest object to build on the decision path.
-    """
-
-    script: str
-    keys: list[str]
-    args: Sequence[str | bytes]
-
-
-@attrs.frozen
-class CommandCall:
-    """Run one plain command, e.g. ``("HMGET", key, "v", "m")``."""
-
-    args: tuple[str, ...]
-
-
-@attrs.frozen
-class ReserveCall:
-    """A decide script and a SET of the lease owner, pipelined in one round trip."""
-
-    call: ScriptCall
-    owner_key: str
-    owner: str
-    px: int
-
-
-@attrs.frozen
-class NodesCall:
-    """The nodes to scan: ``[None]`` on a standalone server, every primary on a cluster."""
-
-
-@attrs.frozen
-class ScanCall:
-    """One ``SCAN`` page on ``node`` (None: the standalone server); replies (cursor, keys)."""
-
-    node: Any
-    cursor: int
-    match: str
-    count: int
-
-
-Call = ScriptCall | CommandCall | ReserveCall | NodesCall | ScanCall
-Operation = Generator[Call, Any, T]
-
-
-def unavailable(error: BaseException) -> BackendUnavailable:
-    """The `BackendUnavailable` raised for a redis-py error (chain it with ``from``)."""
-    return BackendUnavailable(f"redis: {error.__class__.__name__}: {error}")
-
-
-# -- numbers and states --------------------------------------------------------------
-
-
-def fmt(value: float) -> str:
-    """A number as text that Lua's tonumber reads back to the same double."""
-    return repr(value)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-
-
-def _num(value: Any) -> int | float:
-    """A number from the script's reply: an integer, or exact text for the others."""
-    if value.__class__ is int:
-        return value
-    return float(value)
-
-
-def parse_state(limit: Limit, raw: Any) -> Any:
-    """A limit's state, as quotaguard.core holds it, from the decide script's reply."""
-    if raw is None:
-        return None
-    kind = limit.__class__
-    if kind is TokenBucket:
-        if raw.__class__ is list:
-            return (int(raw[0]), float(raw[1]))
-        return raw if raw.__class__ is int else int(raw)
-    if kind is RollingWindow:
-        return rolling_window.from_buckets(
-            limit,  # type: ignore[arg-type]
-            [value if value.__class__ is int else float(value) for value in raw],
-        )
-    slots: list[str | float] = []
-    for entry in _text(raw).split(";")[:-1]:
-        token, _, expiry = entry.partition(",")
-        slots += (token, int(expiry))
-    return tuple(slots) if slots else None
-
-
-# -- plans and settings --------------------------------------------------------------
-
-
-def section_name(limit: Limit) -> str:
-    """The name of a limit's section in the state string: ``name|meaning``."""
-    return f"{limit.name}|{meaning(limit)}"
-
-
-def limit_args(limit: Limit) -> str:
-    """A limit as the scripts read it: ``"kind name|meaning a b c "`` (see decide.lua)."""
-    name = section_name(limit)
-    if isinstance(limit, TokenBucket):
-        return f"t {name} {fmt(limit.interval_us)} {limit.capacity} 0 "
-    if isinstance(limit, RollingWindow):
-        return f"r {name} {limit.quota} {limit.window_us} {limit.granularity_us} "
-    return f"c {name} {limit.max_in_flight} {limit.lease_ttl_us} 0 "
-
-
-def plan_arg(limits: tuple[Limit, ...]) -> str:
-    """A plan's limits as settle.lua reads them: ``"kind name a b c "`` per limit."""
-    return "".join(limit_args(limit) for limit in limits)
-
-
-def _msgpack(value: str | int | float) -> bytes:
-    if isinstance(value, str):
-        raw = value.encode("ascii")
-        return (bytes((0xA0 | len(raw),)) if len(raw) < 32 else bytes((0xD9, len(raw)))) + raw
-    if isinstance(value, int) and 0 <= value < 128:
-        return bytes((value,))
-    if isinstance(value, int) and 0 <= value < 2**64:
-        return b"\xcf" + struct.pack(">Q", value)
-    return b"\xcb" + struct.pack(">d", float(value))
-
-
-def plan_msgpack(limits: tuple[Limit, ...]) -> bytes:
-    """A plan's limits as decide.lua reads them, decoded in C by its ``cmsgpack``.
-
-    One MessagePack array, five items per limit: kind, name, a, b, c.
-    """
-    items: list[str | int | float] = []
-    for limit in limits:
-        kind, name, a, b, c = limit_args(limit).split()
-        items += (kind, name, *(int(x) if x.isdigit() else float(x) for x in (a, b, c)))
-    size = len(items)
-    head = bytes((0x90 | size,)) if size < 16 else b"\xdc" + struct.pack(">H", size)
-    return head + b"".join(_msgpack(item) for item in items)
-
-
-def _limit_json(limit: Limit) -> dict[str, Any]:
-    if isinstance(limit, TokenBucket):
-        return {
-            "k": "t",
-            "n": limit.name,
-            "c": limit.capacity,
-            "a": limit.refill.amount,
-            "p": limit.refill.period_us,
-            "u": limit.unit,
-        }
-    if isinstance(limit, RollingWindow):
-        return {
-            "k": "r",
-            "n": limit.name,
-            "q": limit.quota,
-            "w": limit.window_us,
-            "g": limit.granularity_us,
-            "u": limit.unit,
-        }
-    return {
-        "k": "c",
-        "n": limit.name,
-        "m": limit.max_in_flight,
-        "t": limit.lease_ttl_us,
-        "u": limit.unit,
-    }
-
-
-def _limit_from_json(data: dict[str, Any]) -> Limit:
-    kind = data["k"]
-    if kind == "t":
-        return TokenBucket(data["n"], data["c"], Rate(data["a"], data["p"]), unit=data["u"])
-    if kind == "r":
-        return RollingWindow(data["n"], data["q"], data["w"] / 1e6, data["g"] / 1e6, unit=data["u"])
-    return Concurrency(data["n"], data["m"], data["t"] / 1e6, unit=data["u"])
-
-
-def encode_meta(meta: CustomerMeta) -> str:
-    """A customer's settings as JSON ('' for the defaults)."""
-    if meta == NO_META:
-        return ""
-    revocation = meta.revocation
-    return json.dumps(
-        {
-            "p": meta.plan,
-            "o": [_limit_json(limit) for limit in meta.overrides],
-            "r": None
-            if revocation is None
-            else {
-                "reason": revocation.reason,
-                "scopes": [list(pair) for pair in revocation.allow_scopes],
-                "at": revocation.revoked_at,
-            },
-            "s": meta.shadow,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def decode_meta(raw: Any) -> CustomerMeta:
-    """A customer's settings from their JSON (None or '' for the defaults)."""
-    if not raw:
-        return NO_META
-    data = json.loads(_text(raw))
-    revocation = data["r"]
-    return CustomerMeta(
-        plan=data["p"],
-        overrides=tuple(_limit_from_json(item) for item in data["o"]),
-        revocation=None
-        if revocation is None
-        else Revocation(revocation["reason"], dict(revocation["scopes"]), revocation["at"]),
-        shadow=data["s"],
-    )
 
 
 @attrs.frozen
@@ -348,14 +107,15 @@ class RedisBackendBase:
         cached = self._plans.get(id(plan))
         if cached is not None and cached[0] is plan:
             return cached
-        cached = (plan, plan_arg(plan.limits), plan_msgpack(plan.limits))
+        text = plan_arg(plan.limits)
+        cached = (plan, text, plan_msgpack(text))
         if len(self._plans) >= 1024:
             self._plans.clear()
         self._plans[id(plan)] = cached
         return cached
 
     def _remember(self, customer: str, version: Any, raw: Any) -> CustomerMeta:
-        version = _text(version) if version else ""
+        version = as_text(version) if version else ""
         meta = decode_meta(raw) if version else NO_META
         if version:
             if len(self._meta) >= _CACHE_SIZE:
@@ -445,7 +205,7 @@ class RedisBackendBase:
             raw = yield CommandCall(("GET", self.keys.lease_owner(token)))
             if raw is None:
                 raise LeaseError(f"unknown or expired lease {shown(lease_id)}")
-            owner = _text(raw)
+            owner = as_text(raw)
         base, estimate_json, units, plan = owner.split("\n")
         if changed is not None:
             customer = self.keys.customer_of(base + ":s")
@@ -462,12 +222,12 @@ class RedisBackendBase:
         reply = yield ScriptCall(
             "settle",
             [self.keys.lease(base, token), base + ":s"],
-            [self._now_arg(now), _json(actual), token, plan, deltas],
+            [self._now_arg(now), _json(actual), token, plan_msgpack(plan), deltas],
         )
         if reply[0] == 0:
             raise LeaseError(f"unknown or expired lease {shown(lease_id)}")
         if reply[0] == 1:
-            return Settlement(lease_id, estimate, json.loads(_text(reply[1])), True)
+            return Settlement(lease_id, estimate, json.loads(as_text(reply[1])), True)
         return Settlement(lease_id, estimate, actual, False)
 
     def _peek(
@@ -512,7 +272,7 @@ class RedisBackendBase:
             reply = yield ScriptCall(
                 "meta",
                 [meta_key],
-                [_text(version) if version else "", new_version, payload],
+                [as_text(version) if version else "", new_version, payload],
             )
             if reply[0] == 1:
                 self._remember(customer, new_version if payload else "", payload)
@@ -535,7 +295,7 @@ class RedisBackendBase:
         if count <= 0:
             return []
         raw = yield CommandCall(("LRANGE", self.keys.audit(customer), "0", str(count - 1)))
-        return [AuditEntry.from_dict(json.loads(_text(item))) for item in raw]
+        return [AuditEntry.from_dict(json.loads(as_text(item))) for item in raw]
 
     def _list_customers(self, count: int) -> Operation[list[str]]:
         found: dict[str, None] = {}
@@ -548,7 +308,7 @@ class RedisBackendBase:
             while True:
                 cursor, keys = yield ScanCall(node, cursor, match, _SCAN_COUNT)
                 for key in keys:
-                    customer = self.keys.customer_of(_text(key))
+                    customer = self.keys.customer_of(as_text(key))
                     if customer is not None:
                         found[customer] = None
                         if len(found) >= count:

@@ -1,38 +1,38 @@
 -- decide.lua: one customer's whole decision, atomically, in one round trip.
 --
+-- Reads:   KEYS[1] the settings hash (field v), KEYS[2] the state string (state.lua).
+-- Writes:  KEYS[2] when admitted (or when a section changed meaning), KEYS[3] the lease
+--          record when admitted with a lease.
+--
 -- KEYS[1]  the customer's settings hash (fields v = version, m = JSON)
--- KEYS[2]  the customer's state string (every limit's state, see "State" below)
+-- KEYS[2]  the customer's state string (every limit's state, see state.lua)
 -- KEYS[3]  the lease record to create when admitted (only with a lease, ARGV[6])
 -- ARGV[1]  mode: 'd' decide (consume when every limit admits), 'p' peek (read only)
 -- ARGV[2]  the settings version the caller resolved its plan with ('' = no settings)
 -- ARGV[3]  now in integer microseconds, or '' for the server's TIME
 -- ARGV[4]  the cost charged to every limit, or one amount per limit, space-separated
--- ARGV[5]  the plan: a MessagePack array of five items per limit: kind, name, a, b, c
+-- ARGV[5]  the plan: a MessagePack array of five items per limit: kind, name|meaning, a, b, c
 --          token bucket 't': a = interval_us, b = capacity
 --          rolling window 'r': a = quota, b = window_us, c = granularity_us
 --          concurrency 'c': a = max_in_flight, b = lease_ttl_us
+--          (one argument decoded in C: cheaper than as many arguments as items)
 -- ARGV[6]  lease token (absent or '' = no lease)
 -- ARGV[7]  the lease's slot time-to-live in microseconds ('' = each limit's lease_ttl)
 -- ARGV[8]  the lease record's time-to-live in microseconds (kept for twice that)
 -- Reply:   {0, version, json}  the stored settings differ from ARGV[2]: resolve again
 --          {1, now, allowed, state_1, ..., state_n}  with state_i the limit's state
---          before the decision (after eviction in mode 'd'; raw in mode 'p'), nil when
---          empty: a token bucket's tat (integer), or {tat, carry}; a rolling window's buckets as a flat
---          array {total, start_1, count_1, ...} (quotaguard.core's Ring.buckets()), or, when the
---          caller need not walk them, only {total, first, 0, last, last_count} or
---          {total, last, last_count}; a concurrency limit's "lease,expiry;" text.
---          Numbers that are not whole are sent as '%.17g' strings.
+--          before the decision (after eviction in mode 'd'; raw in mode 'p'), false when
+--          empty: a token bucket's tat (integer), or {tat, carry}; a rolling window's
+--          buckets as a flat array {total, start_1, count_1, ...} (quotaguard.core's
+--          Ring.buckets()), or, when the caller need not walk them, only
+--          {total, first, 0, last, last_count} or {total, last, last_count}; a
+--          concurrency limit's "lease,expiry;" text. Numbers that are not whole are sent
+--          as '%.17g' strings.
 --
--- State: one string of sections, one per limit name, kept for names outside the plan
--- too: byte #name, name|meaning, uint32le #state, state (see state.lua; a state whose
--- meaning differs from the plan's limit is converted first). A token bucket's state is
--- its tat (double), then its carry (double) when not 0; a rolling window's is a head of five doubles (total, first start, last
--- start, last count, step) then every bucket but the last, oldest first, each a varint
--- x = count * 4 + flags (flags 2: x carries no count, a double follows; flags 1: the
--- next bucket starts a zigzag varint delta later instead of step); a concurrency limit's is
--- "lease,expiry;" per slot held.
---
--- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles.
+-- The arithmetic is quotaguard.core's, operation for operation, in IEEE doubles. Every
+-- limit is checked first; only when all admit are the rings changed. A refusal walks
+-- the refused window's buckets for the reply (at most window / g of them); everything
+-- else costs the same whatever the number of buckets.
 
 -- While the customer's slot migrates between cluster nodes, the caller reads the
 -- settings itself and sends KEYS[1] = KEYS[2] (one key, served wherever the state is)
@@ -45,34 +45,20 @@ if KEYS[1] ~= KEYS[2] then
 end
 
 local now = clock(ARGV[3])
-
 local plan = cmsgpack.unpack(ARGV[5])
-local kinds, names, pa, pb, pc, in_plan = {}, {}, {}, {}, {}, {}
 local n = #plan / 5
-for i = 1, n do
-  local base = 5 * i - 5
-  local name = plan[base + 2]
-  kinds[i], names[i], pa[i], pb[i], pc[i] =
-    plan[base + 1], name, plan[base + 3], plan[base + 4], plan[base + 5]
-  in_plan[slot(name)] = true
-end
+local st = read_state(KEYS[2], now)
 
--- the stored sections, each as its limit now reads it (converted when its meaning
--- differs: see state.lua)
-local blob = redis.call('GET', KEYS[2])
-local stored, extras, fulls = read_sections(blob, in_plan)
-local sections = {}
+-- every limit's state as it reads it now (converted when its meaning changed)
+local names, states = {}, {}
 local converted = false
 for i = 1, n do
-  local name = slot(names[i])
-  sections[i] = convert(fulls[name], stored[name], names[i], kinds[i], pa[i], pb[i], pc[i], now)
-  if stored[name] and fulls[name] ~= names[i] then converted = true end
-end
-
--- a number for the reply: whole numbers as integers, others exactly as text
-local function out(x)
-  if x == floor(x) then return x end
-  return string.format('%.17g', x)
+  local at = 5 * i - 5
+  local kind, name = plan[at + 1], plan[at + 2]
+  local changed
+  names[i] = name
+  states[i], changed = limit_state(st, name, kind, plan[at + 3], plan[at + 4], plan[at + 5], now)
+  converted = converted or changed
 end
 
 -- a token bucket's state for the reply: tat, or {tat, carry}
@@ -82,125 +68,65 @@ local function tb_out(s)
   return {out(tat), out(carry)}
 end
 
--- rolling window state table: {total, first, last, last_count, body, step}
-local function rw_read(s)
-  local total, first, last, lc, step = unpack_('<ddddd', s)
-  return {total, first, last, lc, sub(s, 41), step}
-end
-
-local function rw_pack(st)
-  return pack('<ddddd', st[1], st[2], st[3], st[4], st[6]) .. st[5]
-end
-
--- the flat bucket list quotaguard.core holds
-local function rw_flat(st)
-  local flat = {out(st[1])}
-  local body, step, start, pos = st[5], st[6], st[2], 1
-  local len = #body
-  while pos <= len do
-    local count, delta
-    count, delta, pos = ring_entry(body, pos, step)
-    flat[#flat + 1] = start
-    flat[#flat + 1] = out(count)
-    start = start + delta
-  end
-  flat[#flat + 1] = st[3]
-  flat[#flat + 1] = out(st[4])
-  return flat
-end
-
-local function rw_evict(st, now, window, g)
-  local oldest = now - fmod(now, g) - window
-  if st[2] >= oldest then return st end
-  local total, start, body, pos, step = st[1], st[2], st[5], 1, st[6]
-  local len = #body
-  while pos <= len do
-    if start >= oldest then break end
-    local count, delta
-    count, delta, pos = ring_entry(body, pos, step)
-    total = total - count
-    start = start + delta
-  end
-  if pos > len and st[3] < oldest then return nil end
-  return {total, start, st[3], st[4], sub(body, pos), step}
-end
-
-local function rw_add(st, now, g, amount)
-  local current = now - fmod(now, g)
-  if st == nil then return {amount, current, current, amount, '', g} end
-  if st[3] == current then
-    return {st[1] + amount, st[2], st[3], st[4] + amount, st[5], st[6]}
-  end
-  return {st[1] + amount, st[2], current, amount, st[5] .. ring_put(st[4], current - st[3], st[6]), st[6]}
-end
-
-local function rw_drop(start, window, g)
-  local stop = start + window
-  return stop - fmod(stop, g) + g
-end
-
 if ARGV[1] == 'p' then
   local reply = {1, now, 1}
   for i = 1, n do
-    local s = sections[i]
-    if s == nil then
+    local state, kind = states[i], plan[5 * i - 4]
+    if state == nil then
       reply[3 + i] = false
-    elseif kinds[i] == 't' then
-      reply[3 + i] = tb_out(s)
-    elseif kinds[i] == 'r' then
-      reply[3 + i] = rw_flat(rw_read(s))
+    elseif kind == 't' then
+      reply[3 + i] = tb_out(state)
+    elseif kind == 'r' then
+      reply[3 + i] = ring_flat(state)
     else
-      reply[3 + i] = s
+      reply[3 + i] = state
     end
   end
   return reply
 end
 
-local costs = {}
-local m = 0
-for x in string.gmatch(ARGV[4], '%S+') do
-  m = m + 1
-  costs[m] = tonumber(x)
+local shared_cost = tonumber(ARGV[4])  -- nil when one amount per limit
+local costs
+if not shared_cost then
+  costs = {}
+  for x in string.gmatch(ARGV[4], '%S+') do costs[#costs + 1] = tonumber(x) end
 end
-if m == 1 then
-  for i = 2, n do costs[i] = costs[1] end
-end
-
 local token = ARGV[6] or ''
 local slot_ttl = tonumber(ARGV[7] or '')
 local EPSILON = 1e-9
 
-local function c_evict(s, now)
-  local kept = {}
+-- a concurrency limit's live slots {token, expiry} at `now`
+local function slots_live(s)
+  local live = {}
   if s then
-    for id, exp in string.gmatch(s, '([^,;]+),([^;]+);') do
-      local e = tonumber(exp)
-      if e > now then kept[#kept + 1] = {id, e} end
+    for id, expiry in string.gmatch(s, '([^,;]+),([^;]+);') do
+      local e = tonumber(expiry)
+      if e > now then live[#live + 1] = {id, e} end
     end
   end
-  return kept
+  return live
 end
 
-local function c_encode(slots)
-  if #slots == 0 then return nil end
+local function slots_text(live)
+  if #live == 0 then return false end
   local parts = {}
-  for i = 1, #slots do parts[i] = slots[i][1] .. ',' .. string.format('%d', slots[i][2]) .. ';' end
+  for j = 1, #live do parts[j] = live[j][1] .. ',' .. string.format('%d', live[j][2]) .. ';' end
   return table.concat(parts)
 end
 
+-- check every limit; the rings are changed only once all admit
 local allowed = true
 local expiry = now
-local news = {}
+local news, windows = {}, {}
 local reply = {1, now, 1}
-local walk = {}
 for i = 1, n do
-  local kind = kinds[i]
-  local cost = costs[i]
-  local raw = sections[i]
+  local kind, state = plan[5 * i - 4], states[i]
+  local cost = shared_cost or costs[i]
+  local at = 5 * i - 5
   if kind == 't' then
-    local interval, capacity = pa[i], pb[i]
+    local interval, capacity = plan[at + 3], plan[at + 4]
     local tat, carry = nil, 0
-    if raw then tat, carry = tb_read(raw) end
+    if state then tat, carry = tb_read(state) end
     local backlog = tb_backlog(tat, carry, now)
     local needed = backlog + cost * interval
     local burst = capacity * interval
@@ -215,70 +141,77 @@ for i = 1, n do
       news[i] = tb_state(now, needed)
       if now + math.ceil(needed) > expiry then expiry = now + math.ceil(needed) end
     end
-    if raw then reply[3 + i] = tb_out(raw) else reply[3 + i] = false end
+    reply[3 + i] = state and tb_out(state) or false
   elseif kind == 'r' then
-    local quota, window, g = pa[i], pb[i], pc[i]
-    local st = nil
-    if raw then st = rw_evict(rw_read(raw), now, window, g) end
-    local total = 0
-    if st ~= nil then total = st[1] end
+    local quota, window, g = plan[at + 3], plan[at + 4], plan[at + 5]
+    local ring = ring_evict(state, now, window)
+    local total = ring and ring.total or 0
+    windows[i], news[i] = window / g, ring or false
     if total + cost > quota then
       allowed = false
-      if st ~= nil and rw_drop(st[3], window, g) > expiry then
-        expiry = rw_drop(st[3], window, g)
-      end
+      if ring and ring_drop(ring, window) > expiry then expiry = ring_drop(ring, window) end
+      reply[3 + i] = ring and ring_flat(ring) or false
     else
-      local after = st
-      if cost > 0 then after = rw_add(st, now, g, cost) end
-      if after ~= nil then
-        news[i] = rw_pack(after)
-        local until_ = rw_drop(after[3], window, g)
-        if until_ > expiry then expiry = until_ end
-        walk[i] = floor(quota - after[1] + EPSILON) <= 0
+      local last = ring and ring.last
+      if cost > 0 then last = now - fmod(now, g) end
+      if last then
+        local stop = last + window
+        local drop = stop - fmod(stop, g) + g
+        if drop > expiry then expiry = drop end
+      end
+      if not ring then
+        reply[3 + i] = false
+      elseif floor(quota - (total + cost) + EPSILON) <= 0 then  -- the caller walks them
+        reply[3 + i] = ring_flat(ring)
+      elseif ring.first == ring.last then
+        reply[3 + i] = {out(ring.total), ring.last, out(ring.lc)}
       else
-        news[i] = false
+        reply[3 + i] = {out(ring.total), ring.first, 0, ring.last, out(ring.lc)}
       end
     end
-    reply[3 + i] = st or false
   else
-    local slots = c_evict(raw, now)
-    reply[3 + i] = c_encode(slots) or false
-    if #slots >= pa[i] then
+    local live = slots_live(state)
+    reply[3 + i] = slots_text(live)
+    if #live >= plan[at + 3] then
       allowed = false
     elseif token ~= '' then
-      slots[#slots + 1] = {token, now + (slot_ttl or pb[i])}
+      live[#live + 1] = {token, now + (slot_ttl or plan[at + 4])}
     end
-    for j = 1, #slots do
-      if slots[j][2] > expiry then expiry = slots[j][2] end
+    for j = 1, #live do
+      if live[j][2] > expiry then expiry = live[j][2] end
     end
-    news[i] = c_encode(slots) or false
-  end
-end
-
-for i = 1, n do
-  local st = reply[3 + i]
-  if kinds[i] == 'r' and type(st) == 'table' then
-    if (not allowed) or walk[i] then
-      reply[3 + i] = rw_flat(st)
-    elseif st[2] == st[3] then
-      reply[3 + i] = {out(st[1]), st[3], out(st[4])}
-    else
-      reply[3 + i] = {out(st[1]), st[2], 0, st[3], out(st[4])}
-    end
+    news[i] = slots_text(live)
   end
 end
 
 if not allowed then
   reply[3] = 0
+  for i = 1, n do  -- an admitted window's reply is its buckets when another refused
+    local ring = plan[5 * i - 4] == 'r' and news[i]
+    if ring and type(reply[3 + i]) == 'table' and #reply[3 + i] <= 5 then
+      reply[3 + i] = ring_flat(ring)
+    end
+  end
   if converted then  -- the first decision under a changed definition keeps its conversion
-    store_sections(KEYS[2], names, sections, extras, expiry, now, blob)
+    store(KEYS[2], st, names, states, windows, expiry, now)
   end
   return reply
 end
 
-store_sections(KEYS[2], names, news, extras, expiry, now, blob)
+for i = 1, n do
+  if plan[5 * i - 4] == 'r' then
+    local ring, cost = news[i], shared_cost or costs[i]
+    if cost > 0 then
+      local g = plan[5 * i]
+      ring = ring_add(ring or nil, now - fmod(now, g), cost, g)
+    end
+    news[i] = ring
+  end
+end
+store(KEYS[2], st, names, news, windows, expiry, now)
 if token ~= '' and KEYS[3] then
-  redis.call('SET', KEYS[3], string.format('%d', now + 2 * tonumber(ARGV[8])) .. ','
-    .. string.format('%d', now), 'PX', millis(math.ceil(2 * tonumber(ARGV[8]) / 1000)))
+  local keep = 2 * tonumber(ARGV[8])
+  redis.call('SET', KEYS[3], string.format('%d', now + keep) .. ',' .. string.format('%d', now),
+    'PX', millis(math.ceil(keep / 1000)))
 end
 return reply

@@ -1,11 +1,50 @@
--- state.lua: what decide.lua, settle.lua and reset.lua share; codec.script_source puts
--- this file in front of each of them, so every script is still one EVALSHA.
+-- state.lua: the customer's state string, read and written alike by decide.lua, settle.lua
+-- and reset.lua: scripts.script_source puts state.lua, ring.lua, store.lua and
+-- meaning.lua (the state codec, in that order) in front of each of them, so every script
+-- is still one EVALSHA. These four files are the only place that knows the layout.
 --
--- A customer's state is one string of sections, one per limit name: byte #name, name,
--- uint32le #state, state (the format of each kind's state: see decide.lua).
+-- Layout of <prefix>:{<id>}:s, one string per customer:
+--   header    '<BI4I4dd': 0 (the format marker), C = the offset where the ring regions
+--             begin, U = the end of the sections, E = the instant the state stops
+--             mattering (quotaguard.core's expiry: from then on it reads as absent, as
+--             the memory backend's record does), T = the instant the key's TTL was set
+--             to end (T >= E: E may move earlier, as after a refund; the TTL is renewed,
+--             to E, only when E moves past T). Both in microseconds of the callers' clock.
+--   sections  bytes 26..U, one per limit name: byte #name, name, uint32le #state, state.
+--             The name is 'name|meaning' (see quotaguard.core.meaning); bytes U+1..C are
+--             room for the sections to grow in place.
+--   regions   from offset C: the closed buckets of the rolling windows, fixed slots.
+--
+-- A token bucket's state is its tat (double), then its carry (double) when not 0; a
+-- concurrency limit's is "lease,expiry;" per slot held; a rolling window's is its head
+-- '<ddddI4I4B': total, first, last, last count, region offset, slots, slot width. The
+-- newest bucket (last, last count) lives in the head; the closed bucket starting at s
+-- (first <= s < last, every start a multiple of the granularity g) is slot
+-- (s / g) % slots of the region: an unsigned integer of 1, 2 or 4 bytes, or a double
+-- (width 8); empty granules hold 0. This is quotaguard.core.rolling_window's Ring.
+--
+-- The usual write rewrites the header and sections in place (one SETRANGE at 0) and the
+-- slots of the buckets it closed (one SETRANGE per run of slots), so it costs the same
+-- whatever the number of buckets. The whole string is rebuilt (SET) only when its shape
+-- changes: the first write, a ring's first closed bucket (its region is allocated), a
+-- ring that must grow (a longer window) or widen (a larger or fractional count), a
+-- section converted to another meaning, sections outgrowing their room, and a string of
+-- the previous format (varint rings, upgraded on first touch).
 
-local byte, sub, char, floor, fmod = string.byte, string.sub, string.char, math.floor, math.fmod
+local byte, sub, floor, fmod = string.byte, string.sub, math.floor, math.fmod
 local pack, unpack_ = struct.pack, struct.unpack
+
+local HEADER = 25             -- bytes of the header
+local HEADER_FORMAT = '<BI4I4dd'
+local PREFIX = 320             -- bytes read first: the header and, usually, every section
+local ROOM = 64               -- spare bytes after the sections, to grow in place
+local RING_HEAD = '<ddddI4I4B'
+-- a slot of width 1, 2 or 4 holds an unsigned integer below 2 ^ (8 * width), of width 8
+-- a double (no constant tables: a table costs every call more than a line of code)
+local function slot_format(width)
+  if width == 8 then return '<d' end
+  return '<I' .. width
+end
 
 -- now in integer microseconds: `arg`, or the server's TIME when `arg` is ''
 local function clock(arg)
@@ -16,222 +55,89 @@ local function clock(arg)
   return tonumber(arg)
 end
 
--- A section's name is the limit's name, '|', and the meaning of its state (the kind and
--- the parameters that give its numbers their sense, see quotaguard.core.meaning):
--- 't:<unit>:<interval_us>:<capacity>', 'r:<unit>:<granularity_us>' or 'c'.
--- A limit of another kind has a section of its own: sections are found by slot, the name
--- and the kind letter ('burst|t').
-local function base_name(full)
-  return string.match(full, '^[^|]*')
-end
-
-local function slot(full)
-  return string.match(full, '^[^|]*|?%a?')
-end
-
--- the states of a state string by slot, the whole sections whose slots (or names) are
--- not in `keep` (kept as they are when the string is written back), and each state's
--- full section name (with its meaning) by slot
-local function read_sections(blob, keep)
-  local states, others, fulls = {}, {}, {}
-  if blob then
-    local pos, len = 1, #blob
-    while pos <= len do
-      local nl = byte(blob, pos)
-      local full = sub(blob, pos + 1, pos + nl)
-      local key = slot(full)
-      local stop = pos + nl + 4 + unpack_('<I4', blob, pos + nl + 1)
-      states[key] = sub(blob, pos + nl + 5, stop)
-      fulls[key] = full
-      if not (keep[key] or keep[base_name(full)]) then others[#others + 1] = sub(blob, pos, stop) end
-      pos = stop + 1
-    end
-  end
-  return states, others, fulls
-end
-
 -- a time-to-live in milliseconds as Redis reads it: an integer string, at most ~285 years
 local function millis(ms)
   if ms > 9007199254741 then ms = 9007199254741 end
   return string.format('%d', ms)
 end
 
--- write the non-empty states of `names` (false or nil: empty) and the `others` sections
--- back to `key`, expiring when the last state stops mattering (never before the
--- others' current TTL, nor within a second); delete the key when nothing is left and it `existed`
-local function store_sections(key, names, states, others, expiry, now, existed)
-  local parts = {}
-  for i = 1, #names do
-    local state = states[i]
-    if state then
-      parts[#parts + 1] = char(#names[i]) .. names[i] .. pack('<I4', #state) .. state
-    end
-  end
-  for j = 1, #others do parts[#parts + 1] = others[j] end
-  if #parts == 0 then
-    if existed then redis.call('DEL', key) end
-    return
-  end
-  local ttl = math.ceil((expiry - now) / 1000)
-  if #others > 0 then
-    local current = redis.call('PTTL', key)
-    if current > ttl then ttl = current end
-  end
-  -- at least a second: a state that matters for microseconds (a bucket refilling faster
-  -- than one unit per microsecond) must outlive the call's clock against the server's
-  if ttl < 1000 then ttl = 1000 end
-  redis.call('SET', key, table.concat(parts), 'PX', millis(ttl))
+-- the TTL of a key that must live until `until_`: at least a second, since a state that
+-- matters for microseconds must outlive the call's clock against the server's
+local function ttl_ms(until_, now)
+  local ms = math.ceil((until_ - now) / 1000)
+  if ms < 1000 then ms = 1000 end
+  return millis(ms)
 end
 
--- a bucket start's delta may be negative (a limit name shared by plans whose
--- granularities differ): zigzag it
-local function zigzag(v)
-  if v < 0 then return -2 * v - 1 end
-  return 2 * v
+-- a number for a reply: whole numbers as integers, others exactly as text
+local function out(x)
+  if x == floor(x) then return x end
+  return string.format('%.17g', x)
 end
 
-local function varint(v)
-  if v < 128 then return char(v) end
-  local t = {}
-  while v >= 128 do
-    t[#t + 1] = v % 128 + 128
-    v = floor(v / 128)
-  end
-  t[#t + 1] = v
-  return char(unpack(t))
+-- A section's slot is its limit's name and kind letter ('burst|t'): a limit of another
+-- kind has a section of its own. The meaning after the letter gives the numbers their
+-- sense: 't:<unit>:<interval_us>:<capacity>', 'r:<unit>:<granularity_us>' or 'c'.
+local function slot(full)
+  return string.match(full, '^[^|]*|?%a?')
 end
 
-
-local function uvarint(s, pos)
-  local b = byte(s, pos)
-  local x, m = b % 128, 128
-  while b >= 128 do
-    pos = pos + 1
-    b = byte(s, pos)
-    x = x + (b % 128) * m
-    m = m * 128
-  end
-  return x, pos + 1
+local function base_name(full)
+  return string.match(full, '^[^|]*')
 end
 
--- one ring entry: count, delta to the next bucket's start, position after it
-local function ring_entry(s, pos, step)
-  local x
-  x, pos = uvarint(s, pos)
-  local flags = x % 4
-  local count
-  if flags >= 2 then
-    count = unpack_('<d', s, pos)
-    pos = pos + 8
+local function granularity_of(full)
+  return tonumber(string.match(full, ':(%d+)$'))
+end
+
+-- A customer's stored state in `key` at `now` (nil: whatever its expiry): for each
+-- section, by its full name (`name|meaning`), where its state begins in `blob` (`at`,
+-- just after its uint32 length); the full names in stored `order`; `expires` (E), `until_`
+-- (T), `room` (C); whether the string is of the previous format (`old`). `blob` holds
+-- the header and sections only (GETRANGE): the ring regions are read when needed. A
+-- state past its expiry E reads as absent (no blob): the next write starts it afresh.
+local function read_state(key, now)
+  local st = {key = key, blob = nil, at = {}, order = {}, expires = 0,
+              until_ = 0, room = 0, old = false}
+  local blob = redis.call('GETRANGE', key, 0, PREFIX - 1)
+  if blob == '' then return st end
+  local pos, stop
+  if byte(blob, 1) == 0 then
+    local _, room, used, expires, until_ = unpack_(HEADER_FORMAT, blob)
+    if now and expires <= now then return st end
+    if used > #blob then blob = blob .. redis.call('GETRANGE', key, #blob, used - 1) end
+    pos, stop, st.room, st.expires, st.until_ = HEADER + 1, used, room, expires, until_
   else
-    count = (x - flags) / 4
+    blob = redis.call('GET', key)
+    pos, stop, st.old = 1, #blob, true
   end
-  if flags % 2 == 0 then return count, step, pos end
-  x, pos = uvarint(s, pos)
-  if x % 2 == 1 then return count, -(x + 1) / 2, pos end
-  return count, x / 2, pos
+  st.blob = blob
+  local at, order = st.at, st.order
+  local n = 0
+  while pos <= stop do
+    local length = byte(blob, pos)
+    local full = sub(blob, pos + 1, pos + length)
+    at[full] = pos + length + 5
+    n = n + 1
+    order[n] = full
+    pos = pos + length + 5 + unpack_('<I4', blob, pos + length + 1)
+  end
+  return st
 end
 
--- one ring entry's bytes
-local function ring_put(count, delta, step)
-  local flags = 0
-  if delta ~= step then flags = 1 end
-  local s
-  if count == floor(count) and count >= 0 and count < 2251799813685248 then
-    s = varint(count * 4 + flags)
-  else
-    s = varint(2 + flags) .. pack('<d', count)
-  end
-  if flags == 1 then s = s .. varint(zigzag(delta)) end
-  return s
+-- the state bytes of section `full` of `st` (nil: none)
+local function stored(st, full)
+  local at = st.at[full]
+  if at == nil then return nil end
+  return sub(st.blob, at, at + unpack_('<I4', st.blob, at - 4) - 1)
 end
 
--- rolling window: decode to arrays of bucket starts and counts (format: see decide.lua)
-local function rw_decode(s)
-  local total, first, last, lc, step = unpack_('<ddddd', s)
-  local starts, counts = {}, {}
-  local start, pos, len = first, 41, #s
-  while pos <= len do
-    local count, delta
-    count, delta, pos = ring_entry(s, pos, step)
-    starts[#starts + 1] = start
-    counts[#counts + 1] = count
-    start = start + delta
+-- the stored section of the slot of `full` under another meaning (nil: none)
+local function stored_other(st, full)
+  local key = slot(full)
+  for j = 1, #st.order do
+    local other = st.order[j]
+    if other ~= full and slot(other) == key then return other end
   end
-  starts[#starts + 1] = last
-  counts[#counts + 1] = lc
-  return total, starts, counts, step
-end
-
-local function rw_encode(total, starts, counts, step)
-  local m = #starts
-  local parts = {pack('<ddddd', total, starts[1], starts[m], counts[m], step)}
-  for j = 1, m - 1 do
-    parts[#parts + 1] = ring_put(counts[j], starts[j + 1] - starts[j], step)
-  end
-  return table.concat(parts)
-end
-
--- token bucket: a state is its tat (double), then its carry (double) when not 0
-local TB_SLACK, TB_EPSILON, TB_MAX_BACKLOG = 2 ^ -36, 1e-9, 4503599627370496
-
-local function tb_read(s)
-  if #s >= 16 then return unpack_('<dd', s) end
-  return unpack_('<d', s), 0
-end
-
-local function tb_backlog(tat, carry, now)
-  if tat == nil then return 0 end
-  local backlog = (tat - now) + carry
-  if backlog > 0 then return backlog end
-  return 0
-end
-
--- the state holding a backlog of `needed` microseconds at `now` (false: full)
-local function tb_state(now, needed)
-  if needed > TB_MAX_BACKLOG then needed = TB_MAX_BACKLOG end
-  if needed <= 0 then return false end
-  local whole = floor(needed)
-  local carry = needed - whole
-  if carry ~= 0 then return pack('<dd', now + whole, carry) end
-  return pack('<d', now + whole)
-end
-
--- a state kept under the full section name `stored`, as the state of the limit whose
--- full name is `full` (kind, a, b, c as in decide.lua's plan) at `now`: quotaguard.core's
--- meaning.convert, operation for operation; nil when it starts fresh
-local function convert(stored, raw, full, kind, a, b, c, now)
-  if raw == nil or stored == full then return raw end
-  local old, new = {}, {}
-  for p in string.gmatch(string.match(stored, '|(.*)$') or '', '[^:]+') do old[#old + 1] = p end
-  for p in string.gmatch(string.match(full, '|(.*)$') or '', '[^:]+') do new[#new + 1] = p end
-  if kind == 'c' then
-    if old[1] == 'c' then return raw end
-    return nil
-  end
-  if old[1] ~= kind or #old < 3 or old[2] ~= new[2] then return nil end
-  if kind == 't' then
-    local tat, carry = tb_read(raw)
-    local backlog = tb_backlog(tat, carry, now)
-    if backlog <= 0 then return nil end
-    local used = backlog / tonumber(old[3])
-    if used > b then used = b end
-    return tb_state(now, used * a) or nil
-  end
-  local g = c
-  local old_g = tonumber(old[3])
-  local total, starts, counts = rw_decode(raw)
-  local ns, nc = {}, {}
-  for j = 1, #starts do
-    local latest = starts[j] + old_g - 1
-    if latest > now then latest = now end
-    local start = latest - fmod(latest, g)
-    if #ns > 0 and ns[#ns] == start then
-      nc[#nc] = nc[#nc] + counts[j]
-    else
-      ns[#ns + 1] = start
-      nc[#nc + 1] = counts[j]
-    end
-  end
-  return rw_encode(total, ns, nc, g)
+  return nil
 end
