@@ -138,7 +138,8 @@ def test_a_batch_decides_in_arrival_order() -> None:
 
     async def main() -> tuple[list[bool], int]:
         guard = AsyncGuard([TEN], _async_backend("standalone"), default_plan="ten", clock=clock)
-        await guard.acquire("warm-up", 0)
+        # a batch first, so that the batch script is loaded (NOSCRIPT would cost a call)
+        await asyncio.gather(*(guard.acquire(f"warm-up-{n}", 0) for n in range(3)))
         before = _script_calls("standalone")[0]
         decisions = await asyncio.gather(*(guard.acquire("ordered", cost) for cost in COSTS))
         spent = _script_calls("standalone")[0] - before

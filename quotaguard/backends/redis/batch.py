@@ -2,7 +2,9 @@
 
 The batch script is built at load time from the decide script's own text, wrapped
 mechanically in ``local function decide_one(KEYS, ARGV) ... end``, and a loop that runs
-it once per request, in arrival order. Each request keeps its own keys (one hash tag)
+it once per request, in arrival order. The state codec's functions (``state.lua`` and the
+files after it, which never read ``KEYS`` or ``ARGV``) stay outside the wrapper, so a
+batch creates them once rather than once per request. Each request keeps its own keys (one hash tag)
 and its own arguments; the loop hands them over through flat ``KEYS``/``ARGV``:
 
     ARGV = [n, keys_1, args_1, <args of 1>..., keys_2, args_2, <args of 2>..., ...]
@@ -21,7 +23,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .codec import ScriptCall, script_source
+from .codec import ScriptCall
+from .scripts import script_parts
 
 BATCH = "decide_batch"
 """The name the backends register the batch script under."""
@@ -47,10 +50,12 @@ return replies
 """
 
 
-def batch_source(decide: str) -> str:
+def batch_source(decide: str, library: str = "") -> str:
     """The batch script for the decide script whose Lua text is ``decide``.
 
-    A shebang line of ``decide`` (``#!lua flags=...``) moves to the top, its flags kept.
+    ``library``: Lua text put before the wrapper, run once per batch (functions that read
+    neither ``KEYS`` nor ``ARGV``). A shebang line of ``decide`` (``#!lua flags=...``)
+    moves to the top, its flags kept.
     """
     flags = ["allow-cross-slot-keys"]
     if decide.startswith("#!"):
@@ -60,12 +65,14 @@ def batch_source(decide: str) -> str:
                 flags += [flag for flag in word[6:].split(",") if flag and flag not in flags]
     return (
         f"#!lua flags={','.join(flags)}\n"
+        f"{library}"
         "local function decide_one(KEYS, ARGV)\n"
         f"{decide}\nend\n{_LOOP}"
     )
 
 
-BATCH_SOURCE = batch_source(script_source("decide"))
+_LIBRARY, _DECIDE = script_parts("decide")
+BATCH_SOURCE = batch_source(_DECIDE, _LIBRARY)
 """The Lua source of the batch script."""
 
 

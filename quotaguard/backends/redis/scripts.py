@@ -19,11 +19,17 @@ _WITH_STATE = ("decide", "settle", "reset")
 """The scripts that read or write the state string: ``state.lua`` goes in front of them."""
 
 
+def script_parts(name: str) -> tuple[str, str]:
+    """The Lua text of the state codec the script ``name`` needs ("" if none), and its own."""
+    files = resources.files(__package__)
+    codec = _STATE_CODEC if name in _WITH_STATE else ()
+    library = "".join(files.joinpath(f"{part}.lua").read_text(encoding="utf-8") for part in codec)
+    return library, files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
 def script_source(name: str) -> str:
     """The text of the Lua script ``name`` (with the state codec in front where it is used)."""
-    files = resources.files(__package__)
-    parts = [*_STATE_CODEC, name] if name in _WITH_STATE else [name]
-    return "".join(files.joinpath(f"{part}.lua").read_text(encoding="utf-8") for part in parts)
+    return "".join(script_parts(name))
 
 
 SCRIPTS = {name: script_source(name) for name in SCRIPT_NAMES}
