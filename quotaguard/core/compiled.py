@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from quotaguard.core.decision import LimitStatus, LimitStatuses
-from quotaguard.core.kinds import LEVELS, STATUSES, STEPS, USED
+from quotaguard.core.kinds import SHOWN, STATUSES, STEPS, USED
 from quotaguard.core.policy import Limit, Plan
 
 Verdicts = tuple[
@@ -74,9 +74,12 @@ class EvaluatedStatuses(LimitStatuses):
         if levels_of is not None:
             return levels_of(payload)  # type: ignore[no-any-return]
         _, limits, states, now, _, _ = payload
-        return tuple(
-            LEVELS[limit.__class__](limit, states[index], now) for index, limit in enumerate(limits)
-        )
+        levels = []
+        for index, limit in enumerate(limits):
+            shown, per_second = SHOWN[limit.__class__]
+            remaining, refill = shown(limit, states[index], now)
+            levels.append((remaining, refill / per_second))
+        return tuple(levels)
 
 
 def outcome(
@@ -131,9 +134,11 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
     used_calls = ", ".join(
         f"used{index}(limit{index}, states[{index}], now)" for index in range(count)
     )
-    level_calls = ", ".join(
-        f"level{index}(limit{index}, states[{index}], now)" for index in range(count)
+    shown_calls = "".join(
+        f"    r{index}, u{index} = shown{index}(limit{index}, states[{index}], now)\n"
+        for index in range(count)
     )
+    levels = ", ".join(f"(r{index}, u{index} / per_second{index})" for index in range(count))
     comma = "," if count == 1 else ""
     lines = [
         "def build(verdicts):",
@@ -146,7 +151,7 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
         "",
         "def levels(verdicts):",
         "    _, _, states, now, _, _ = verdicts",
-        f"    return ({level_calls}{comma})",
+        shown_calls + f"    return ({levels}{comma})",
         "",
         "build.used = used",
         "build.levels = levels",
@@ -156,7 +161,7 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
     for index, limit in enumerate(limits):
         names[f"status{index}"] = STATUSES[limit.__class__]
         names[f"used{index}"] = USED[limit.__class__]
-        names[f"level{index}"] = LEVELS[limit.__class__]
+        names[f"shown{index}"], names[f"per_second{index}"] = SHOWN[limit.__class__]
         names[f"step{index}"] = STEPS[limit.__class__]
         names[f"limit{index}"] = limit
         if per_unit:

@@ -29,23 +29,13 @@ STATUSES: dict[type, StatusOf] = {
 }
 
 
-def _in_seconds(
-    shown: Callable[[Any, Any, int], tuple[int, float]],
-) -> Callable[[Any, Any, int], tuple[int, float]]:
-    def level(limit: Any, state: Any, now: int) -> tuple[int, float]:
-        remaining, refill_us = shown(limit, state, now)
-        return remaining, refill_us / 1e6
-
-    return level
-
-
-LEVELS: dict[type, Callable[[Any, Any, int], tuple[int, float]]] = {
-    TokenBucket: _in_seconds(token_bucket.shown),
-    RollingWindow: _in_seconds(rolling_window.shown),
-    Concurrency: concurrency.level,
+SHOWN: dict[type, tuple[Callable[[Any, Any, int], tuple[int, float]], float]] = {
+    TokenBucket: (token_bucket.shown, 1e6),
+    RollingWindow: (rolling_window.shown, 1e6),
+    Concurrency: (concurrency.level, 1.0),
 }
-"""Per kind: ``(limit, state, now) -> (remaining, refill-after in seconds)``, the two
-fields of its status."""
+"""Per kind: ``(limit, state, now) -> (remaining, refill-after)``, the refill in units of
+the second entry per second: divided by it, the two fields of the limit's status."""
 USED: dict[type, Callable[[Any, Any, int], float]] = {
     TokenBucket: token_bucket.used,
     RollingWindow: rolling_window.used,

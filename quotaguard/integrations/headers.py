@@ -37,6 +37,7 @@ __all__ = [
 
 # RFC 9651 §3.3.1: Integers have at most 15 digits.
 _SF_INT_MAX = 999_999_999_999_999
+_ceil = math.ceil
 
 
 def sf_string(value: str) -> str:
@@ -145,8 +146,8 @@ class _Plan(NamedTuple):
     """The ``RateLimit-Policy`` value."""
     template: str
     """The ``RateLimit`` value with ``%d`` for every ``r`` and ``t``."""
-    caps: tuple[float, ...]
-    """Per limit, the longest refill shown, in seconds (a concurrency limit's hint)."""
+    capped: tuple[int, ...]
+    """Where in the ``RateLimit`` values the ``t`` of a concurrency limit is (capped)."""
 
 
 class HeaderBuilder:
@@ -179,12 +180,13 @@ class HeaderBuilder:
             template = ", ".join(
                 sf_string(limit.name).replace("%", "%%") + ";r=%d;t=%d" for limit in limits
             )
-            caps = tuple(
-                float(self._hint) if isinstance(limit, Concurrency) else math.inf
-                for limit in limits
+            capped = tuple(
+                2 * index + 1
+                for index, limit in enumerate(limits)
+                if isinstance(limit, Concurrency)
             )
             policy = format_policy(limits, self._unit_param).encode("ascii")
-            entry = self._plans[limits] = _Plan(limits, policy, template, caps)
+            entry = self._plans[limits] = _Plan(limits, policy, template, capped)
         if len(self._by_id) >= 1024:
             self._by_id.clear()
         self._by_id[id(limits)] = entry
@@ -197,18 +199,24 @@ class HeaderBuilder:
         if not limits:
             return []
         lines: list[tuple[bytes, bytes]] = []
-        if self._draft:
+        if self._draft:  # the per-response path: kept short
             entry = self._by_id.get(id(limits))
             if entry is None or entry.limits is not limits:
                 entry = self._plan(limits)
             values: list[int] = []
-            for (remaining, refill), cap in zip(
-                statuses.remaining_and_refill, entry.caps, strict=True
-            ):
-                values.append(remaining if remaining > 0 else 0)
-                values.append(_whole_seconds_up(refill if refill < cap else cap))
-            lines.append((b"ratelimit-policy", entry.policy))
-            lines.append((b"ratelimit", (entry.template % tuple(values)).encode("ascii")))
+            append = values.append
+            for remaining, refill in statuses.remaining_and_refill:
+                append(remaining if remaining > 0 else 0)
+                # `_whole_seconds_up`, inline: this runs on every response
+                append(0 if refill <= 0 else _ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX)
+            hint = self._hint
+            for index in entry.capped:
+                if values[index] > hint:
+                    values[index] = hint
+            lines = [
+                (b"ratelimit-policy", entry.policy),
+                (b"ratelimit", (entry.template % tuple(values)).encode("ascii")),
+            ]
         if self._legacy:
             if now is None and self._clock is not None:
                 now = self._clock.now_us() / 1_000_000
