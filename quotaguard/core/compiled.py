@@ -108,7 +108,7 @@ def outcome(
 
 @functools.lru_cache(maxsize=1024)
 def compiled(limits: tuple[Limit, ...], per_unit: bool) -> Callable[..., Any]:
-    """The compiled evaluation of ``limits`` (cached by limits; see also `for_plan`)."""
+    """The compiled evaluation of ``limits`` (cached by limits; see also `BY_PLAN`)."""
     return _compile(limits, per_unit)
 
 
@@ -191,25 +191,20 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
     return names["evaluate"]  # type: ignore[no-any-return]
 
 
-def for_plan(plan: Plan, per_unit: bool) -> Callable[..., Any]:
-    """The compiled evaluation of ``plan``'s limits, for number or per-unit costs."""
-    by_plan = _PER_UNIT if per_unit else _PLAIN
-    entry = by_plan.get(id(plan))
-    if entry is None or entry[0] is not plan:
-        entry = _remember(by_plan, plan, per_unit)
-    return entry[1]
+ByPlan = dict[int, tuple[Plan, Callable[..., Any]]]
+
+BY_PLAN: tuple[ByPlan, ByPlan] = ({}, {})
+"""For number costs, then per-unit costs: id(plan) -> (plan, its compiled evaluation).
+
+An id is cheaper to hash than the limits; the entry keeps the plan alive, so its id is
+not reused while cached. `quotaguard.core.engine.evaluate_plan` reads it; `remember`
+fills it.
+"""
 
 
-_PLAIN: dict[int, tuple[Plan, Callable[..., Any]]] = {}
-_PER_UNIT: dict[int, tuple[Plan, Callable[..., Any]]] = {}
-# id(plan) -> (plan, its compiled evaluation), for number and for per-unit costs: an id
-# is cheaper to hash than the limits; the entry keeps the plan alive, so its id is not
-# reused while cached
-
-
-def _remember(
-    by_plan: dict[int, tuple[Plan, Callable[..., Any]]], plan: Plan, per_unit: bool
-) -> tuple[Plan, Callable[..., Any]]:
+def remember(plan: Plan, per_unit: bool) -> tuple[Plan, Callable[..., Any]]:
+    """Compile (or find by limits) ``plan``'s evaluation and keep it in `BY_PLAN`."""
+    by_plan = BY_PLAN[per_unit]
     if len(by_plan) >= 4096:  # overrides make plan variants: stay bounded
         by_plan.clear()
     entry = by_plan[id(plan)] = (plan, compiled(plan.limits, per_unit))

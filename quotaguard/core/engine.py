@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from quotaguard.core import concurrency
+from quotaguard.core.compiled import BY_PLAN, compiled, outcome, remember
 from quotaguard.core.compiled import EvaluatedStatuses as EvaluatedStatuses
-from quotaguard.core.compiled import compiled, for_plan, outcome
 from quotaguard.core.decision import Decision, LimitStatus, LimitStatuses, Outcome
 from quotaguard.core.kinds import CHECKS, SETTLES, STEPS
 from quotaguard.core.policy import Concurrency, Cost, Limit, Plan, charge
@@ -56,7 +56,10 @@ def evaluate_plan(
 ) -> tuple[bool, list[Any], LimitStatuses, float]:
     """`evaluate` for ``plan``'s limits, with the compiled function found by the plan."""
     per_unit = not (cost.__class__ is int or cost.__class__ is float)
-    return for_plan(plan, per_unit)(states, now, cost, lease)  # type: ignore[no-any-return]
+    entry = BY_PLAN[per_unit].get(id(plan))
+    if entry is None or entry[0] is not plan:
+        entry = remember(plan, per_unit)
+    return entry[1](states, now, cost, lease)  # type: ignore[no-any-return]
 
 
 def evaluate_slowly(
