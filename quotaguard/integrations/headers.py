@@ -209,10 +209,11 @@ class HeaderBuilder:
                 append(remaining if remaining > 0 else 0)
                 # `_whole_seconds_up`, inline: this runs on every response
                 append(0 if refill <= 0 else _ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX)
-            hint = self._hint
-            for index in entry.capped:
-                if values[index] > hint:
-                    values[index] = hint
+            if entry.capped:
+                hint = self._hint
+                for index in entry.capped:
+                    if values[index] > hint:
+                        values[index] = hint
             lines = [
                 (b"ratelimit-policy", entry.policy),
                 (b"ratelimit", (entry.template % tuple(values)).encode("ascii")),
