@@ -75,10 +75,10 @@ def status_of(
     return status(spec, evict(state, now), now, allowed)
 
 
-def shown(spec: Concurrency, state: State, now: int) -> tuple[int, float]:
-    """(remaining, refill-after in microseconds) at ``now``, as `status_of` shows them."""
+def level(spec: Concurrency, state: State, now: int) -> tuple[int, float]:
+    """(remaining, refill-after in seconds) at ``now``: the two fields of `status_of`."""
     status = status_of(spec, state, now, True, 0.0)
-    return status.remaining, status.refill_after * 1e6
+    return status.remaining, status.refill_after
 
 
 def used(spec: Concurrency, state: State, now: int) -> float:

@@ -101,14 +101,19 @@ class LimitStatuses(Sequence[LimitStatus]):
         """The limits, without building their statuses."""
         return tuple(status.limit for status in self.statuses)
 
-    def kept(self) -> tuple[Sequence[Limit], Sequence[Any], int] | None:
-        """(limits, states, now) while the statuses are unbuilt, else None."""
-        return None
-
     @property
     def used(self) -> tuple[float, ...]:
         """Each limit's ``used`` value, without building the statuses when avoidable."""
         return tuple(status.used for status in self.statuses)
+
+    @property
+    def remaining_and_refill(self) -> tuple[tuple[int, float], ...]:
+        """Each limit's ``(remaining, refill_after)``, as its status shows them.
+
+        What the ``RateLimit`` header needs, computed without building the statuses
+        when avoidable.
+        """
+        return tuple((status.remaining, status.refill_after) for status in self.statuses)
 
     @overload
     def __getitem__(self, index: int) -> LimitStatus: ...
@@ -137,6 +142,24 @@ class LimitStatuses(Sequence[LimitStatus]):
 
     def __repr__(self) -> str:
         return repr(self.statuses)
+
+
+_KNOWN: dict[type, bool] = {}
+
+
+def as_statuses(limits: Sequence[LimitStatus]) -> LimitStatuses:
+    """``limits`` (a decision's ``limits``) as `LimitStatuses`, for its cheap accessors.
+
+    The guard's decisions already carry `LimitStatuses`, returned as they are; any other
+    sequence of statuses is wrapped.
+    """
+    cls = limits.__class__
+    known = _KNOWN.get(cls)
+    if known is None:  # a dict lookup costs less than an ABC isinstance check
+        known = _KNOWN[cls] = issubclass(cls, LimitStatuses)
+    if known:
+        return limits  # type: ignore[return-value]
+    return LimitStatuses(tuple(limits))
 
 
 class Decision(NamedTuple):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import attrs
 
@@ -319,9 +319,6 @@ class Plan:
     shadow: bool = attrs.field(default=False, kw_only=True)
     names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
     """The limit names, in order."""
-    evaluators: list[Any] = attrs.field(init=False, eq=False, repr=False, hash=False)
-    """The plan's compiled evaluations (for number costs, for per-unit costs), filled by
-    `quotaguard.core.engine` on first use."""
 
     @limits.validator
     def _check_limits(
@@ -337,10 +334,6 @@ class Plan:
             if limit.name in seen:
                 raise ConfigurationError(f"plan {self.name!r}: duplicate limit name {limit.name!r}")
             seen.add(limit.name)
-
-    @evaluators.default
-    def _evaluators(self) -> list[Any]:
-        return [None, None]
 
     @names.default
     def _names(self) -> tuple[str, ...]:

@@ -32,8 +32,9 @@ from quotaguard.core.errors import QuotaguardError
 from quotaguard.core.policy import Cost
 from quotaguard.guard import AsyncGuard, Guard
 
+from . import _setup
 from ._refusals import problem_for_error
-from .asgi import SCOPE_KEY, RequestQuota, _challenge, _identifier, as_async_guard, check_plans
+from .asgi import as_async_guard
 from .dialects import Dialect, responses_for
 from .headers import HeaderBuilder, HeaderOptions
 from .identify import Identifier, Identity
@@ -44,7 +45,8 @@ from .problem import (
     instance_of,
     problem_for,
 )
-from .usage import usage_document
+from .quota import identified
+from .usage import UsageEndpoint, usage_document
 
 __all__ = [
     "QuotaHTTPException",
@@ -115,13 +117,11 @@ class RateLimit:
         self.cost = cost
         self.unit = unit
         self.scope = scope
-        self.identify = _identifier(identify)
-        self.anonymous = (
-            Identity("anonymous", anonymous) if isinstance(anonymous, str) else anonymous
-        )
-        check_plans(self.guard, self.identify, self.anonymous)
+        self.identify = _setup.identifier(identify)
+        self.anonymous = _setup.anonymous(anonymous)
+        _setup.check_plans(self.guard, self.identify, self.anonymous)
         self.problems = problems or ProblemTypes()
-        self.challenge = _challenge(self.identify, challenge)
+        self.challenge = _setup.challenge(self.identify, challenge)
         options = headers or HeaderOptions()
         self._headers = HeaderBuilder(options, self.guard.clock)
         self._hint = options.concurrency_retry_after
@@ -134,12 +134,7 @@ class RateLimit:
         )
 
     async def _identity(self, request: Request) -> Identity | None:
-        quota = request.scope.get(SCOPE_KEY)
-        if isinstance(quota, RequestQuota):
-            return quota.identity
-        found: Any = self.identify(request.scope)
-        if found is not None and not isinstance(found, Identity):
-            found = await found
+        found = await identified(request.scope, self.identify)
         return found if found is not None else self.anonymous
 
     async def __call__(self, request: Request, response: Response) -> Decision:
@@ -148,7 +143,7 @@ class RateLimit:
         instance = instance_of(request.scope)
         if identity is None:
             if self._dialect is not None:
-                raise QuotaHTTPException(self._dialect.customer_required(instance))
+                raise QuotaHTTPException(self._dialect.customer_required(instance, self.challenge))
             raise QuotaHTTPException(customer_required(instance, self.problems, self.challenge))
         cost = self.cost(request) if callable(self.cost) else self.cost
         if self.unit is not None and isinstance(cost, int | float):
@@ -178,35 +173,33 @@ def usage_router(
     *,
     path: str = "/usage",
     problems: ProblemTypes | None = None,
+    challenge: str | None = None,
+    dialect: Dialect | str = "ietf",
 ) -> APIRouter:
     """An ``APIRouter`` with ``GET {path}``: the caller's remaining quota per limit.
 
     ``?scope=benchmark`` shows the plan that applies to that scope. The response is the
     document of `quotaguard.integrations.usage.usage_document`; errors are problem+json
-    as for `quotaguard.integrations.usage.UsageEndpoint` (401, 400, 403, 503).
+    as for `quotaguard.integrations.usage.UsageEndpoint` (401 in the wire format of
+    ``dialect``, 400, 403, 503); other methods than GET and HEAD get FastAPI's 405.
     """
-    async_guard = as_async_guard(guard)
-    identifier = _identifier(identify)
-    check_plans(async_guard, identifier, None)
-    types = problems or ProblemTypes()
-    challenge = _challenge(identifier, None)
+    endpoint = UsageEndpoint(
+        guard, identify, problems=problems, challenge=challenge, dialect=dialect
+    )
     router = APIRouter()
 
-    @router.get(path, summary="Your remaining quota per limit")
+    @router.api_route(path, methods=["GET", "HEAD"], summary="Your remaining quota per limit")
     async def usage(request: Request, scope: str | None = None) -> dict[str, Any]:
-        quota = request.scope.get(SCOPE_KEY)
-        identity: Any = quota.identity if isinstance(quota, RequestQuota) else None
-        if identity is None:
-            identity = identifier(request.scope)
-            if identity is not None and not isinstance(identity, Identity):
-                identity = await identity
+        identity = await identified(request.scope, endpoint.identify)
         instance = instance_of(request.scope)
         if identity is None:
-            raise QuotaHTTPException(customer_required(instance, types, challenge))
+            raise QuotaHTTPException(endpoint.customer_required(instance))
         try:
-            found = await async_guard.usage(identity.customer, scope=scope, plan=identity.plan)
+            found = await endpoint.guard.usage(identity.customer, scope=scope, plan=identity.plan)
         except QuotaguardError as error:
-            raise QuotaHTTPException(problem_for_error(error, instance, types)) from None
+            raise QuotaHTTPException(
+                problem_for_error(error, instance, endpoint.problems)
+            ) from None
         return usage_document(found)
 
     return router

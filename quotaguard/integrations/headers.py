@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import attrs
 
 from quotaguard.clock import Clock
-from quotaguard.core import engine
-from quotaguard.core.decision import Decision, LimitStatus
+from quotaguard.core.decision import Decision, LimitStatus, as_statuses
 from quotaguard.core.policy import Concurrency, Limit
 
 __all__ = [
@@ -38,6 +37,7 @@ __all__ = [
 
 # RFC 9651 §3.3.1: Integers have at most 15 digits.
 _SF_INT_MAX = 999_999_999_999_999
+_ceil = math.ceil
 
 
 def sf_string(value: str) -> str:
@@ -53,41 +53,6 @@ def _whole_seconds_up(seconds: float) -> int:
     if seconds >= _SF_INT_MAX:
         return _SF_INT_MAX
     return math.ceil(seconds)
-
-
-def _seconds_value(refill: float) -> int:
-    # as the ``t`` of `format_ratelimit`, for a ``refill_after`` in seconds
-    return 0 if refill <= 0 else math.ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX
-
-
-ShownOf = Callable[[Any, Any, int], tuple[int, int]]
-"""``(limit, state, now) -> (r, t)``: the ``RateLimit`` values of one limit."""
-
-
-def _shown(limit: Any, state: Any, now: int) -> tuple[int, int]:
-    # the core's (remaining, refill-after) of one limit, as integers for the header
-    remaining, refill_us = engine.SHOWN[limit.__class__](limit, state, now)
-    return (remaining if remaining > 0 else 0), _seconds_value(refill_us / 1e6)
-
-
-FastLines = Callable[[Sequence[Any], int], list[tuple[bytes, bytes]]]
-"""``(states, now) -> header lines``, generated per tuple of limits."""
-
-
-def _no_lines(states: Sequence[Any], now: int) -> list[tuple[bytes, bytes]]:
-    return []
-
-
-def shown_values(limits: Sequence[Limit], states: Sequence[Any], now: int) -> list[int]:
-    """The ``RateLimit`` values ``[r0, t0, r1, t1, ...]`` for limits in these states at ``now``.
-
-    The same numbers as the limits' statuses would give (remaining rounded down, never
-    negative; seconds to more quota rounded up), without building the statuses.
-    """
-    values: list[int] = []
-    for index, limit in enumerate(limits):
-        values.extend(_shown(limit, states[index], now))
-    return values
 
 
 def _policy_item(limit: Limit, unit_param: str) -> str:
@@ -173,16 +138,28 @@ class HeaderOptions:
             raise ValueError(f"concurrency_retry_after must be a whole number >= 1, got {value!r}")
 
 
+class _Plan(NamedTuple):
+    """What the draft headers of one tuple of limits need, computed once."""
+
+    limits: tuple[Limit, ...]
+    policy: bytes
+    """The ``RateLimit-Policy`` value."""
+    template: str
+    """The ``RateLimit`` value with ``%d`` for every ``r`` and ``t``."""
+    capped: tuple[int, ...]
+    """Where in the ``RateLimit`` values the ``t`` of a concurrency limit is (capped)."""
+
+
 class HeaderBuilder:
     """Builds the header lines for a decision.
 
-    Per plan, the ``RateLimit-Policy`` value and a template of the ``RateLimit`` value
-    are computed once and cached (bounded). While a decision's statuses are not built
-    yet, the ``RateLimit`` numbers are read from what the decision kept, without
-    building them (see `shown_values`).
+    Per tuple of limits, the ``RateLimit-Policy`` value and a template of the
+    ``RateLimit`` value are computed once and cached (bounded). The ``RateLimit``
+    numbers come from the decision's ``limits.remaining_and_refill``, which does not
+    build the statuses; only the legacy headers need those.
     """
 
-    __slots__ = ("_clock", "_draft", "_fast", "_hint", "_legacy", "_plans", "_unit_param")
+    __slots__ = ("_by_id", "_clock", "_draft", "_hint", "_legacy", "_plans", "_unit_param")
 
     def __init__(self, options: HeaderOptions, clock: Clock | None = None) -> None:
         self._clock = clock
@@ -190,106 +167,57 @@ class HeaderBuilder:
         self._legacy = options.legacy
         self._unit_param = options.unit_param
         self._hint = options.concurrency_retry_after
-        self._plans: dict[tuple[Limit, ...], tuple[bytes, str]] = {}
-        # id(limits) -> (limits, their header lines from states, or None when some
-        # limit has no fast path)
-        self._fast: dict[int, tuple[Sequence[Limit], FastLines | None]] = {}
+        self._plans: dict[tuple[Limit, ...], _Plan] = {}
+        # by id of a limits tuple that a decision shares with the plan (cheaper than
+        # hashing the limits); the entry keeps the tuple alive, so its id is not reused
+        self._by_id: dict[int, _Plan] = {}
 
-    def _compile(self, key: tuple[Limit, ...]) -> tuple[bytes, str]:
-        if len(self._plans) >= 1024:  # overrides make many variants: stay bounded
-            self._plans.clear()
-        policy = format_policy(key, self._unit_param).encode("ascii")
-        template = ", ".join(
-            sf_string(limit.name).replace("%", "%%") + ";r=%d;t=%d" for limit in key
-        )
-        entry = self._plans[key] = (policy, template)
-        return entry
-
-    def _compile_fast(self, limits: Sequence[Limit]) -> tuple[Sequence[Limit], FastLines | None]:
-        """The header lines of these limits from their states, unrolled (or None)."""
-        if len(self._fast) >= 1024:
-            self._fast.clear()
-        lines: FastLines | None = None
-        if not limits:
-            lines = _no_lines
-        else:
-            policy, template = self._compile(tuple(limits))
-            names: dict[str, Any] = {
-                "policy": policy,
-                "template": template,
-                "ceil": math.ceil,
-                "largest": _SF_INT_MAX,
-            }
-            body = []
-            values = []
-            for index, limit in enumerate(limits):
-                names[f"shown{index}"] = self._shown_of(limit)
-                names[f"limit{index}"] = limit
-                body.append(
-                    f"    r{index}, u{index} = shown{index}(limit{index}, states[{index}], now)"
-                )
-                # `_seconds_value` of the refill in microseconds, inline
-                values.append(
-                    f"r{index}, (0 if u{index} <= 0 else ceil(u{index} / 1e6) "
-                    f"if u{index} < 1e21 else largest)"
-                )
-            source = (
-                "def lines(states, now):\n"
-                + "\n".join(body)
-                + "\n    return [(b'ratelimit-policy', policy), (b'ratelimit', "
-                f"(template % ({', '.join(values)},)).encode('ascii'))]\n"
+    def _plan(self, limits: tuple[Limit, ...]) -> _Plan:
+        entry = self._plans.get(limits)
+        if entry is None:
+            if len(self._plans) >= 1024:  # overrides make many variants: stay bounded
+                self._plans.clear()
+            template = ", ".join(
+                sf_string(limit.name).replace("%", "%%") + ";r=%d;t=%d" for limit in limits
             )
-            exec(compile(source, f"<quotaguard headers {len(limits)} limits>", "exec"), names)
-            lines = names["lines"]
-        # the entry keeps `limits` alive, so its id is not reused while cached
-        entry = self._fast[id(limits)] = (limits, lines)
+            capped = tuple(
+                2 * index + 1
+                for index, limit in enumerate(limits)
+                if isinstance(limit, Concurrency)
+            )
+            policy = format_policy(limits, self._unit_param).encode("ascii")
+            entry = self._plans[limits] = _Plan(limits, policy, template, capped)
+        if len(self._by_id) >= 1024:
+            self._by_id.clear()
+        self._by_id[id(limits)] = entry
         return entry
-
-    def _shown_of(self, limit: Limit) -> Callable[[Any, Any, int], tuple[int, float]]:
-        """The core's ``SHOWN`` accessor of ``limit``; a concurrency wait capped at the hint."""
-        shown = engine.SHOWN[limit.__class__]
-        if not isinstance(limit, Concurrency):
-            return shown
-        cap = self._hint * 1_000_000
-
-        def capped(limit: Any, state: Any, now: int) -> tuple[int, float]:
-            remaining, refill_us = shown(limit, state, now)
-            return remaining, min(refill_us, cap)
-
-        return capped
 
     def __call__(self, decision: Decision, now: float | None = None) -> list[tuple[bytes, bytes]]:
         """Header lines (lower-case names) for ``decision``; empty when it has no limits."""
-        statuses = decision.limits
-        if self._draft and not self._legacy and statuses.__class__ is engine.EvaluatedStatuses:
-            kept = statuses.kept()
-            if kept is not None:  # read remaining and refill without building statuses
-                limits = kept[0]
-                fast = self._fast.get(id(limits))
-                if fast is None or fast[0] is not limits:
-                    fast = self._compile_fast(limits)
-                if fast[1] is not None:
-                    return fast[1](kept[1], kept[2])
-        if not statuses:
+        statuses = as_statuses(decision.limits)
+        limits = statuses.specs
+        if not limits:
             return []
         lines: list[tuple[bytes, bytes]] = []
-        if self._draft:
-            limits = []
-            values = []
-            for status in statuses:
-                limits.append(status[0])
-                remaining = status[2]
-                values.append(int(remaining) if remaining > 0 else 0)
-                refill = status[5]
-                if isinstance(status[0], Concurrency):
-                    refill = min(refill, self._hint)
-                values.append(_seconds_value(refill))
-            key = tuple(limits)
-            entry = self._plans.get(key)
-            if entry is None:
-                entry = self._compile(key)
-            lines.append((b"ratelimit-policy", entry[0]))
-            lines.append((b"ratelimit", (entry[1] % tuple(values)).encode("ascii")))
+        if self._draft:  # the per-response path: kept short
+            entry = self._by_id.get(id(limits))
+            if entry is None or entry.limits is not limits:
+                entry = self._plan(limits)
+            values: list[int] = []
+            append = values.append
+            for remaining, refill in statuses.remaining_and_refill:
+                append(remaining if remaining > 0 else 0)
+                # `_whole_seconds_up`, inline: this runs on every response
+                append(0 if refill <= 0 else _ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX)
+            if entry.capped:
+                hint = self._hint
+                for index in entry.capped:
+                    if values[index] > hint:
+                        values[index] = hint
+            lines = [
+                (b"ratelimit-policy", entry.policy),
+                (b"ratelimit", (entry.template % tuple(values)).encode("ascii")),
+            ]
         if self._legacy:
             if now is None and self._clock is not None:
                 now = self._clock.now_us() / 1_000_000

@@ -246,6 +246,13 @@ def bad_request(instance: str, detail: str) -> Problem:
     return _plain(400, "about:blank", "Bad Request", detail, instance, (_NO_STORE,))
 
 
+def method_not_allowed(instance: str, allowed: str = "GET, HEAD") -> Problem:
+    """A 405 ``about:blank`` problem, with the ``Allow`` header RFC 9110 requires."""
+    detail = f"This resource answers only {allowed}."
+    headers = ((b"allow", allowed.encode("ascii")), _NO_STORE)
+    return _plain(405, "about:blank", "Method Not Allowed", detail, instance, headers)
+
+
 def customer_required(
     instance: str, types: ProblemTypes | None = None, challenge: str = 'Bearer realm="api"'
 ) -> Problem:

@@ -24,10 +24,14 @@ from quotaguard.core.decision import LimitStatus
 from quotaguard.core.errors import QuotaguardError
 from quotaguard.guard import AsyncGuard, Guard, Usage
 
+from . import _setup
 from ._refusals import problem_for_error
 from ._types import Receive, Scope, Send
-from .identify import Identifier, Identity
-from .problem import ProblemTypes, customer_required, instance_of
+from .asgi import as_async_guard
+from .dialects import Dialect, responses_for
+from .identify import Identifier
+from .problem import Problem, ProblemTypes, customer_required, instance_of, method_not_allowed
+from .quota import identified
 
 __all__ = ["UsageEndpoint", "limit_document", "usage_document"]
 
@@ -68,14 +72,15 @@ def usage_document(usage: Usage) -> dict[str, Any]:
 
 
 class UsageEndpoint:
-    """An ASGI app answering ``GET`` with the caller's own usage document.
+    """An ASGI app answering ``GET`` (and ``HEAD``) with the caller's own usage document.
 
     Route to it like any ASGI app (``Route("/usage", UsageEndpoint(guard, identify))``).
     ``?scope=benchmark`` shows the plan that applies to that scope (useful for a revoked
     customer's remaining allowance). Behind `QuotaMiddleware` it reuses the middleware's
     identification; ``identify`` (None: only that) identifies requests it did not see.
-    Errors are problem+json: 401 without a customer, 400 for a bad ``scope``, 403 for a
-    plan the catalogue lacks, 503 while the backend is down.
+    Errors are problem+json: 401 without a customer (in the wire format of ``dialect``,
+    as the middleware's), 400 for a bad ``scope``, 403 for a plan the catalogue lacks,
+    405 for another method, 503 while the backend is down.
     """
 
     def __init__(
@@ -85,52 +90,53 @@ class UsageEndpoint:
         *,
         problems: ProblemTypes | None = None,
         challenge: str | None = None,
+        dialect: Dialect | str = "ietf",
     ) -> None:
-        from .asgi import _challenge, _identifier, as_async_guard, check_plans
-
         self.guard = as_async_guard(guard)
-        self.identify = _identifier(identify)
-        check_plans(self.guard, self.identify, None)
+        self.identify = _setup.identifier(identify)
+        _setup.check_plans(self.guard, self.identify, None)
         self.problems = problems or ProblemTypes()
-        self.challenge = _challenge(self.identify, challenge)
+        self.challenge = _setup.challenge(self.identify, challenge)
+        self._dialect = responses_for(dialect, problems=self.problems)
+
+    def customer_required(self, instance: str) -> Problem:
+        """The 401 refusal of a request that names no customer, in the dialect spoken."""
+        if self._dialect is not None:
+            return self._dialect.customer_required(instance, self.challenge)
+        return customer_required(instance, self.problems, self.challenge)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request."""
         if scope["type"] != "http":
             return
-        from .asgi import SCOPE_KEY, RequestQuota
-
-        quota = scope.get(SCOPE_KEY)
-        identity: Any
-        if isinstance(quota, RequestQuota):
-            identity = quota.identity
-        else:
-            identity = self.identify(scope)
-            if identity is not None and not isinstance(identity, Identity):
-                identity = await identity
+        instance = instance_of(scope)
+        if scope["method"] not in ("GET", "HEAD"):
+            await _refuse(send, method_not_allowed(instance))
+            return
+        identity = await identified(scope, self.identify)
         if identity is None:
-            problem = customer_required(instance_of(scope), self.problems, self.challenge)
-            await _send(send, problem.status, problem.body, problem.raw_headers())
+            await _refuse(send, self.customer_required(instance))
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         wanted = query.get("scope", [None])[0]
         try:
             usage = await self.guard.usage(identity.customer, scope=wanted, plan=identity.plan)
         except QuotaguardError as error:
-            problem = problem_for_error(error, instance_of(scope), self.problems)
-            await _send(send, problem.status, problem.body, problem.raw_headers())
+            await _refuse(send, problem_for_error(error, instance, self.problems))
             return
         body = json.dumps(usage_document(usage), separators=(",", ":")).encode()
-        await _send(
-            send,
-            200,
-            body,
-            [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-        )
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        await _send(send, 200, body, headers, scope["method"] == "HEAD")
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _refuse(send: Send, problem: Problem) -> None:
+    await _send(send, problem.status, problem.body, problem.raw_headers())
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], head: bool = False
+) -> None:
     if not any(name == b"content-length" for name, _ in headers):
         headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quotaguard import Concurrency, RollingWindow, TokenBucket
+from quotaguard import Concurrency, LimitStatus, Plan, RollingWindow, TokenBucket
 from quotaguard.core import engine
+from quotaguard.core.decision import as_statuses
 
 SECOND = 1_000_000
 START = 1_767_225_600 * SECOND
@@ -28,14 +32,58 @@ def test_a_refusal_changes_no_state_and_an_admission_changes_every_limit(steps):
         allowed, new_states, statuses, _ = engine.evaluate(LIMITS, states, now, cost)
         _, _, slow_statuses, _ = engine.evaluate_slowly(LIMITS, states, now, cost)
         used = statuses.used  # computed from the kept states, before the statuses exist
+        levels = statuses.remaining_and_refill
+        slow_levels = slow_statuses.remaining_and_refill  # by kind, without a compiled one
         assert statuses.specs == LIMITS
         assert statuses == slow_statuses  # the compiled evaluation matches the plain loop
         assert used == tuple(status.used for status in statuses)
+        assert levels == slow_levels == _levels(statuses)
+        assert statuses.remaining_and_refill == levels  # and once built, from the statuses
         assert allowed == all(status.allowed for status in statuses)
         if not allowed:
             assert new_states == states
             assert engine.retry_after(statuses) > 0
         states = new_states
+
+
+def _levels(statuses: Sequence[LimitStatus]) -> tuple[tuple[int, float], ...]:
+    return tuple((status.remaining, status.refill_after) for status in statuses)
+
+
+def test_fresh_limits_show_their_whole_quota():
+    _, _, statuses, _ = engine.evaluate(LIMITS, [None, None, None], START, 0)
+    assert statuses.remaining_and_refill == ((10, 0.0), (40, 0.0), (100, 0.0))
+
+
+def test_any_sequence_of_statuses_has_the_accessors():
+    _, _, statuses, _ = engine.evaluate(LIMITS, [None, None, None], START, 3)
+    built = tuple(statuses)
+    assert as_statuses(statuses) is statuses
+    wrapped = as_statuses(built)
+    assert wrapped == built and wrapped.specs == LIMITS
+    assert wrapped.used == statuses.used == (3, 3, 3)
+    assert wrapped.remaining_and_refill == _levels(built)
+
+
+def test_evaluating_a_plan_leaves_it_as_it_was():
+    plan = Plan("p", TOKEN_LIMITS)
+    before = [repr(getattr(plan, field.name)) for field in attrs.fields(Plan)]
+    states: list = [None] * len(TOKEN_LIMITS)
+    for cost in (1, {"tokens": 5}):
+        fast = engine.evaluate_plan(plan, states, START, cost, ("l", None))
+        assert fast == engine.evaluate_slowly(TOKEN_LIMITS, states, START, cost, ("l", None))
+        states = fast[1]
+    assert [repr(getattr(plan, field.name)) for field in attrs.fields(Plan)] == before
+    immutable = str | bool | tuple
+    assert all(isinstance(getattr(plan, field.name), immutable) for field in attrs.fields(Plan))
+
+
+def test_plans_with_other_limits_get_their_own_evaluation():
+    small = Plan("p", [TokenBucket("burst", 1, "1/minute")])
+    large = Plan("p", [TokenBucket("burst", 9, "9/minute")])
+    for _ in range(2):  # the second time from the cache
+        assert engine.evaluate_plan(small, [None], START, 2)[0] is False
+        assert engine.evaluate_plan(large, [None], START, 2)[0] is True
 
 
 def test_retry_after_takes_the_latest_refusing_limit():
@@ -80,5 +128,7 @@ def test_compiled_per_unit_evaluation_matches_the_plain_loop(steps):
         cost = {"tokens": tokens}
         fast = engine.evaluate(TOKEN_LIMITS, states, now, cost, lease)
         slow = engine.evaluate_slowly(TOKEN_LIMITS, states, now, cost, lease)
+        levels = fast[2].remaining_and_refill  # a concurrency limit's too, before building
         assert fast == slow
+        assert levels == slow[2].remaining_and_refill == _levels(fast[2])
         states = fast[1]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from quotaguard import AsyncGuard, Concurrency, Guard, Plan, RollingWindow, TokenBucket
 from quotaguard.core.decision import Decision
 from quotaguard.integrations import APIKey, HeaderOptions, QuotaMiddleware
-from quotaguard.integrations.headers import HeaderBuilder, format_ratelimit, shown_values
+from quotaguard.integrations.headers import HeaderBuilder, format_ratelimit
 from quotaguard.testing import FakeClock
 
 PLAN = Plan(
@@ -52,8 +52,20 @@ def test_fast_values_match_the_statuses(moves: list[tuple[int, float]]) -> None:
             assert fast == slow, (decision.outcome, fast, slow)
 
 
-def test_shown_values_of_fresh_limits() -> None:
-    assert shown_values(PLAN.limits, [None, None, None], 0) == [5, 0, 12, 0, 7, 0]
+def test_fresh_limits_show_their_quota() -> None:
+    guard = Guard([PLAN], clock=FakeClock(), default_plan="p")
+    lines = HeaderBuilder(HeaderOptions())(guard.acquire("c", 0))
+    assert lines[1] == (b"ratelimit", b'"burst";r=5;t=0, "hourly";r=12;t=0, "daily";r=7;t=0')
+
+
+def test_a_decision_with_a_plain_tuple_of_statuses_gets_the_same_headers() -> None:
+    clock = FakeClock()
+    guard = Guard([PLAN, WITH_SLOTS], clock=clock, default_plan="p")
+    builder = HeaderBuilder(HeaderOptions(legacy=True), clock)
+    for plan in ("p", "slots", "p"):
+        decision = guard.acquire("c", 2, plan=plan)
+        plain = decision._replace(limits=tuple(decision.limits))
+        assert builder(plain) == builder(decision) != []
 
 
 def test_legacy_headers_still_build_the_statuses() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from quotaguard.clock import Clock
 from quotaguard.core.catalogue import PlanCatalogue
@@ -26,9 +26,6 @@ from ..problem import Problem, ProblemTypes, customer_required, problem_for
 from . import anthropic_wire, openai_wire
 from .config import Dialect, dialect_of
 from .values import most_restrictive, most_used
-
-if TYPE_CHECKING:
-    from ..routes import Route
 
 __all__ = ["JSON_CONTENT_TYPE", "DialectResponses", "responses_by_route", "responses_for"]
 
@@ -201,8 +198,16 @@ def responses_for(
     return DialectResponses(spoken, problems=problems, ietf=ietf, clock=clock)
 
 
+class Routed(Protocol):
+    """What `responses_by_route` reads of a route: the dialect it speaks, if its own."""
+
+    @property
+    def dialect(self) -> Dialect | None:
+        """The route's own dialect, or None for the default one."""
+
+
 def responses_by_route(
-    routes: Iterable[Route],
+    routes: Iterable[Routed],
     dialect: Dialect,
     catalogue: PlanCatalogue,
     *,
