@@ -147,7 +147,9 @@ class MemoryBackend:
             if plan.__class__ is Decision:
                 return plan
         with self._locks[hash(customer) & self._mask]:
-            record = self._live(customer, now)
+            record = self._records.get(customer)  # `_live`, inline: the hot path
+            if record is not None and record[_EXPIRES] <= now:
+                record = None
             if record is not None and record[_LIMITS] is plan.limits:
                 states: Any = record[_STATES:]
             else:

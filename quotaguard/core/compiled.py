@@ -11,10 +11,11 @@ Nothing outside the core sees this module: they read those accessors.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from quotaguard.core.decision import LimitStatus, LimitStatuses
+from quotaguard.core.decision import MOST_SECONDS, LimitStatus, LimitStatuses
 from quotaguard.core.kinds import SHOWN, STATUSES, STEPS, USED
 from quotaguard.core.policy import Limit, Plan
 
@@ -81,6 +82,15 @@ class EvaluatedStatuses(LimitStatuses):
             levels.append((remaining, refill / per_second))
         return tuple(levels)
 
+    @property
+    def remaining_and_refill_seconds(self) -> tuple[int, ...]:
+        """See `LimitStatuses.remaining_and_refill_seconds`; without building statuses."""
+        payload = self._payload
+        whole_of = None if payload is None else getattr(payload[0], "whole", None)
+        if whole_of is None:
+            return super().remaining_and_refill_seconds
+        return whole_of(payload)  # type: ignore[no-any-return]
+
 
 def outcome(
     limits: Sequence[Limit],
@@ -126,6 +136,8 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
         "outcome": outcome,
         "all_true": (True,) * count,
         "zeros": (0.0,) * count,
+        "ceil": math.ceil,
+        "MOST": MOST_SECONDS,
     }
     calls = ", ".join(
         f"status{index}(limit{index}, states[{index}], now, allowed[{index}], retries[{index}])"
@@ -139,6 +151,12 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
         for index in range(count)
     )
     levels = ", ".join(f"(r{index}, u{index} / per_second{index})" for index in range(count))
+    seconds = "".join(f"    t{index} = u{index} / per_second{index}\n" for index in range(count))
+    whole = ", ".join(
+        f"r{index} if r{index} > 0 else 0, "
+        f"0 if t{index} <= 0 else ceil(t{index}) if t{index} < MOST else MOST"
+        for index in range(count)
+    )
     comma = "," if count == 1 else ""
     lines = [
         "def build(verdicts):",
@@ -153,8 +171,13 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
         "    _, _, states, now, _, _ = verdicts",
         shown_calls + f"    return ({levels}{comma})",
         "",
+        "def whole(verdicts):",
+        "    _, _, states, now, _, _ = verdicts",
+        shown_calls + seconds + f"    return ({whole}{comma})",
+        "",
         "build.used = used",
         "build.levels = levels",
+        "build.whole = whole",
         "",
         "def evaluate(states, now, cost, lease):",
     ]

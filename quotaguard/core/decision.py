@@ -15,6 +15,10 @@ import attrs
 
 from quotaguard.core.policy import Cost, Limit, charge
 
+MOST_SECONDS = 999_999_999_999_999
+"""The largest refill-after `LimitStatuses.remaining_and_refill_seconds` reports: the
+largest integer a structured header field (RFC 9651) can carry."""
+
 
 class Outcome(enum.StrEnum):
     """How a decision ended; also the ``decision`` label of the metrics."""
@@ -114,6 +118,22 @@ class LimitStatuses(Sequence[LimitStatus]):
         when avoidable.
         """
         return tuple((status.remaining, status.refill_after) for status in self.statuses)
+
+    @property
+    def remaining_and_refill_seconds(self) -> tuple[int, ...]:
+        """Flat ``(remaining_0, refill_0, remaining_1, refill_1, ...)`` in whole numbers.
+
+        Each limit's remaining (at least 0) and its refill-after in whole seconds, rounded
+        up and capped at `MOST_SECONDS`: the numbers of the ``RateLimit`` header, computed
+        without building the statuses when avoidable.
+        """
+        values: list[int] = []
+        for remaining, refill in self.remaining_and_refill:
+            values.append(remaining if remaining > 0 else 0)
+            values.append(
+                0 if refill <= 0 else math.ceil(refill) if refill < MOST_SECONDS else MOST_SECONDS
+            )
+        return tuple(values)
 
     @overload
     def __getitem__(self, index: int) -> LimitStatus: ...

@@ -115,7 +115,7 @@ class AsyncGuard(GuardBase):
         """
         if self._inline is None:
             return None
-        return self._decide_now(customer, cost, scope=scope, plan=plan)
+        return GuardBase._decide_now(self, customer, cost, scope=scope, plan=plan)
 
     async def reserve(
         self,

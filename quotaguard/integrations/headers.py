@@ -37,7 +37,6 @@ __all__ = [
 
 # RFC 9651 §3.3.1: Integers have at most 15 digits.
 _SF_INT_MAX = 999_999_999_999_999
-_ceil = math.ceil
 
 
 def sf_string(value: str) -> str:
@@ -203,20 +202,16 @@ class HeaderBuilder:
             entry = self._by_id.get(id(limits))
             if entry is None or entry.limits is not limits:
                 entry = self._plan(limits)
-            values: list[int] = []
-            append = values.append
-            for remaining, refill in statuses.remaining_and_refill:
-                append(remaining if remaining > 0 else 0)
-                # `_whole_seconds_up`, inline: this runs on every response
-                append(0 if refill <= 0 else _ceil(refill) if refill < _SF_INT_MAX else _SF_INT_MAX)
+            values = statuses.remaining_and_refill_seconds
             if entry.capped:
                 hint = self._hint
-                for index in entry.capped:
-                    if values[index] > hint:
-                        values[index] = hint
+                values = tuple(
+                    min(value, hint) if index in entry.capped else value
+                    for index, value in enumerate(values)
+                )
             lines = [
                 (b"ratelimit-policy", entry.policy),
-                (b"ratelimit", (entry.template % tuple(values)).encode("ascii")),
+                (b"ratelimit", (entry.template % values).encode("ascii")),
             ]
         if self._legacy:
             if now is None and self._clock is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from quotaguard import Concurrency, LimitStatus, Plan, RollingWindow, TokenBucket
 from quotaguard.core import engine
-from quotaguard.core.decision import as_statuses
+from quotaguard.core.decision import MOST_SECONDS, as_statuses
 
 SECOND = 1_000_000
 START = 1_767_225_600 * SECOND
@@ -33,7 +34,9 @@ def test_a_refusal_changes_no_state_and_an_admission_changes_every_limit(steps):
         _, _, slow_statuses, _ = engine.evaluate_slowly(LIMITS, states, now, cost)
         used = statuses.used  # computed from the kept states, before the statuses exist
         levels = statuses.remaining_and_refill
+        whole = statuses.remaining_and_refill_seconds
         slow_levels = slow_statuses.remaining_and_refill  # by kind, without a compiled one
+        assert whole == slow_statuses.remaining_and_refill_seconds == _whole(statuses)
         assert statuses.specs == LIMITS
         assert statuses == slow_statuses  # the compiled evaluation matches the plain loop
         assert used == tuple(status.used for status in statuses)
@@ -50,6 +53,14 @@ def _levels(statuses: Sequence[LimitStatus]) -> tuple[tuple[int, float], ...]:
     return tuple((status.remaining, status.refill_after) for status in statuses)
 
 
+def _whole(statuses: Sequence[LimitStatus]) -> tuple[int, ...]:
+    """The header's numbers, from the built statuses: remaining >= 0, seconds rounded up."""
+    values: list[int] = []
+    for status in statuses:
+        values += [max(status.remaining, 0), max(math.ceil(status.refill_after), 0)]
+    return tuple(values)
+
+
 def test_fresh_limits_show_their_whole_quota():
     _, _, statuses, _ = engine.evaluate(LIMITS, [None, None, None], START, 0)
     assert statuses.remaining_and_refill == ((10, 0.0), (40, 0.0), (100, 0.0))
@@ -63,6 +74,15 @@ def test_any_sequence_of_statuses_has_the_accessors():
     assert wrapped == built and wrapped.specs == LIMITS
     assert wrapped.used == statuses.used == (3, 3, 3)
     assert wrapped.remaining_and_refill == _levels(built)
+    assert wrapped.remaining_and_refill_seconds == statuses.remaining_and_refill_seconds
+
+
+def test_whole_seconds_round_up_and_stop_at_the_largest_header_integer():
+    _, _, statuses, _ = engine.evaluate(LIMITS, [None, None, None], START, 10)
+    whole = statuses.remaining_and_refill_seconds
+    assert whole[:2] == (0, 1)  # 10 of a 2/second bucket spent: the next unit in 0.5 s
+    never = LimitStatus(LIMITS[0], False, -3, 13.0, math.inf, math.inf, math.inf)
+    assert as_statuses((never,)).remaining_and_refill_seconds == (0, MOST_SECONDS)
 
 
 def test_evaluating_a_plan_leaves_it_as_it_was():
@@ -129,6 +149,8 @@ def test_compiled_per_unit_evaluation_matches_the_plain_loop(steps):
         fast = engine.evaluate(TOKEN_LIMITS, states, now, cost, lease)
         slow = engine.evaluate_slowly(TOKEN_LIMITS, states, now, cost, lease)
         levels = fast[2].remaining_and_refill  # a concurrency limit's too, before building
+        whole = fast[2].remaining_and_refill_seconds
         assert fast == slow
+        assert whole == slow[2].remaining_and_refill_seconds == _whole(fast[2])
         assert levels == slow[2].remaining_and_refill == _levels(fast[2])
         states = fast[1]
