@@ -151,6 +151,7 @@ def _compile(limits: Sequence[Limit], per_unit: bool) -> Callable[..., Any]:
         for index in range(count)
     )
     levels = ", ".join(f"(r{index}, u{index} / per_second{index})" for index in range(count))
+    # `decision.whole_seconds_up`, inline: the header reads this on every response
     seconds = "".join(f"    t{index} = u{index} / per_second{index}\n" for index in range(count))
     whole = ", ".join(
         f"r{index} if r{index} > 0 else 0, "

@@ -20,6 +20,14 @@ MOST_SECONDS = 999_999_999_999_999
 largest integer a structured header field (RFC 9651) can carry."""
 
 
+def whole_seconds_up(seconds: float) -> int:
+    """``seconds`` rounded up to whole seconds, 0 if not positive, at most `MOST_SECONDS`.
+
+    The rule of every wait and refill the headers show (``inf`` and NaN read as the most).
+    """
+    return 0 if seconds <= 0 else math.ceil(seconds) if seconds < MOST_SECONDS else MOST_SECONDS
+
+
 class Outcome(enum.StrEnum):
     """How a decision ended; also the ``decision`` label of the metrics."""
 
@@ -130,9 +138,7 @@ class LimitStatuses(Sequence[LimitStatus]):
         values: list[int] = []
         for remaining, refill in self.remaining_and_refill:
             values.append(remaining if remaining > 0 else 0)
-            values.append(
-                0 if refill <= 0 else math.ceil(refill) if refill < MOST_SECONDS else MOST_SECONDS
-            )
+            values.append(whole_seconds_up(refill))
         return tuple(values)
 
     @overload

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import attrs
 
 from quotaguard.clock import Clock
-from quotaguard.core.decision import Decision, LimitStatus, as_statuses
+from quotaguard.core.decision import Decision, LimitStatus, as_statuses, whole_seconds_up
 from quotaguard.core.policy import Concurrency, Limit
 
 __all__ = [
@@ -35,23 +35,12 @@ __all__ = [
     "sf_string",
 ]
 
-# RFC 9651 §3.3.1: Integers have at most 15 digits.
-_SF_INT_MAX = 999_999_999_999_999
-
 
 def sf_string(value: str) -> str:
     """``value`` serialised as an RFC 9651 String (printable ASCII only)."""
     if any(not 0x20 <= ord(char) <= 0x7E for char in value):
         raise ValueError(f"{value!r} cannot be a structured-field String (printable ASCII only)")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _whole_seconds_up(seconds: float) -> int:
-    if seconds <= 0:
-        return 0
-    if seconds >= _SF_INT_MAX:
-        return _SF_INT_MAX
-    return math.ceil(seconds)
 
 
 def _policy_item(limit: Limit, unit_param: str) -> str:
@@ -70,7 +59,7 @@ def format_ratelimit(statuses: Sequence[LimitStatus]) -> str:
     """The ``RateLimit`` field value: remaining (``r``) and seconds to more quota (``t``)."""
     return ", ".join(
         f'"{status.limit.name}";r={max(int(status.remaining), 0)};'
-        f"t={_whole_seconds_up(status.refill_after)}"
+        f"t={whole_seconds_up(status.refill_after)}"
         for status in statuses
     )
 
@@ -84,20 +73,20 @@ def retry_after_seconds(decision: Decision, concurrency_hint: int | None = None)
     (slots free when requests finish; the TTL only bounds a lost one).
     """
     if concurrency_hint is None:
-        wait = _whole_seconds_up(decision.retry_after)
+        wait = whole_seconds_up(decision.retry_after)
         for status in decision.limits:
             if not status.allowed:
-                wait = max(wait, _whole_seconds_up(status.refill_after))
+                wait = max(wait, whole_seconds_up(status.refill_after))
         return max(wait, 1)
     wait = 0
     for status in decision.limits:
         if status.allowed:
             continue
         if isinstance(status.limit, Concurrency):
-            wait = max(wait, min(_whole_seconds_up(status.refill_after), concurrency_hint))
+            wait = max(wait, min(whole_seconds_up(status.refill_after), concurrency_hint))
         else:
             seconds = max(status.retry_after, status.refill_after)
-            wait = max(wait, _whole_seconds_up(seconds))
+            wait = max(wait, whole_seconds_up(seconds))
     return max(wait, 1)
 
 

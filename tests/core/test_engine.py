@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from quotaguard import Concurrency, LimitStatus, Plan, RollingWindow, TokenBucket
 from quotaguard.core import engine
-from quotaguard.core.decision import MOST_SECONDS, as_statuses
+from quotaguard.core.decision import MOST_SECONDS, as_statuses, whole_seconds_up
 
 SECOND = 1_000_000
 START = 1_767_225_600 * SECOND
@@ -154,3 +154,9 @@ def test_compiled_per_unit_evaluation_matches_the_plain_loop(steps):
         assert whole == slow[2].remaining_and_refill_seconds == _whole(fast[2])
         assert levels == slow[2].remaining_and_refill == _levels(fast[2])
         states = fast[1]
+
+
+def test_whole_seconds_up_rounds_up_and_never_overflows_a_header_integer():
+    assert [whole_seconds_up(x) for x in (-1.0, 0.0, 1e-9, 1.0, 1.5)] == [0, 0, 1, 1, 2]
+    for unbounded in (1e300, math.inf, math.nan, float(MOST_SECONDS)):
+        assert whole_seconds_up(unbounded) == MOST_SECONDS
